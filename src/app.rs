@@ -1,0 +1,286 @@
+//! The process model: attach, announce, signal ready, serve, exit.
+//!
+//! # Theory of operation
+//!
+//! Start-up follows slirp4netns's order (spec §4.1), because callers depend on it:
+//!
+//! 1. adopt the inherited `--ready-fd` / `--exit-fd` descriptors;
+//! 2. obtain the tap: in a forked child that joined the target's user and network namespaces,
+//!    open `/dev/net/tun`, attach `TAPNAME` and (with `-c`) configure it, then pass the fd back
+//!    (`tapfd` mode adopts an inherited, already attached fd instead);
+//! 3. print the banner (stdout, line-buffered, so it reaches log files);
+//! 4. build the stack and register everything with the event loop;
+//! 5. only then write the ready byte and close the ready fd, so a caller that sees it can use the
+//!    interface at once;
+//! 6. serve until the exit fd hangs up, a termination signal arrives, the target process exits,
+//!    or (`tapir run`) the command exits.
+//!
+//! `tapir run` first forks the command into a fresh user+network+mount namespace, paused, attaches
+//! to it like step 2 with `-c`, and releases it once the network is ready; tapir then exits with
+//! the command's status.
+//!
+//! Must run single-threaded until step 4 (see [`crate::sys::netns`]).
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use log::{debug, info, warn};
+
+use crate::config::{format_mac, Config, Target};
+use crate::error::Error;
+use crate::runtime::{Exit, Runtime};
+use crate::sys;
+
+/// Open and (optionally) configure the tap. Runs inside the target namespaces.
+fn open_tap_in_namespace(cfg: &Config) -> Result<OwnedFd, String> {
+    let (fd, name) = sys::tap::open(&cfg.tap_name).map_err(|e| e.to_string())?;
+    if cfg.configure {
+        configure(cfg, &name).map_err(|e| e.to_string())?;
+    }
+    Ok(fd)
+}
+
+/// `--configure`, exactly slirp4netns's steps (spec §3.3).
+fn configure(cfg: &Config, name: &str) -> std::io::Result<()> {
+    sys::ifconfig::set_up("lo")?;
+    sys::ifconfig::set_up(name)?;
+    sys::ifconfig::set_mtu(name, cfg.mtu)?;
+    if let Some(mac) = cfg.mac {
+        sys::ifconfig::set_mac(name, mac)?;
+    }
+    sys::ifconfig::set_ipv4(name, cfg.net.guest(), cfg.net.netmask())?;
+    sys::ifconfig::add_default_route(name, cfg.net.gateway())?;
+    Ok(())
+}
+
+/// Get the tap fd for `cfg.target`.
+fn obtain_tap(cfg: &Config, target: &Target) -> Result<OwnedFd, Error> {
+    let (userns, netns): (Option<PathBuf>, PathBuf) = match target {
+        Target::Pid(pid) => (
+            Some(
+                cfg.userns_path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/ns/user"))),
+            ),
+            PathBuf::from(format!("/proc/{pid}/ns/net")),
+        ),
+        Target::Path(p) => (cfg.userns_path.clone(), p.clone()),
+        Target::TapFd(fd) => {
+            return sys::fd::adopt(*fd)
+                .ok_or_else(|| Error::Attach(format!("tap fd {fd} is not open")));
+        }
+    };
+    let fd =
+        sys::netns::call_in_namespaces(userns.as_deref(), &netns, || open_tap_in_namespace(cfg))
+            .map_err(Error::Attach)?;
+    debug!("received tapfd={}", fd.as_raw_fd());
+    Ok(fd)
+}
+
+fn banner(cfg: &Config) {
+    let n = &cfg.net;
+    let mut s = String::new();
+    s.push_str("Starting slirp\n");
+    s.push_str(&format!("* MTU:             {}\n", cfg.mtu));
+    s.push_str(&format!("* Network:         {}\n", n.network));
+    s.push_str(&format!("* Netmask:         {}\n", n.netmask()));
+    s.push_str(&format!("* Gateway:         {}\n", n.gateway()));
+    s.push_str(&format!("* DNS:             {}\n", n.dns()));
+    s.push_str(&format!("* DHCP begin:      {}\n", n.dhcp_start()));
+    s.push_str(&format!("* DHCP end:        {}\n", n.dhcp_end()));
+    s.push_str(&format!("* Recommended IP:  {}\n", n.guest()));
+    if let Some(p) = &cfg.api_socket {
+        s.push_str(&format!("* API Socket:      {}\n", p.display()));
+    }
+    if let Some(mac) = &cfg.mac {
+        s.push_str(&format!("* MAC address:     {}\n", format_mac(mac)));
+    }
+    if !cfg.disable_host_loopback {
+        s.push_str(&format!(
+            "WARNING: 127.0.0.1:* on the host is accessible as {} (set --disable-host-loopback to prohibit connecting to 127.0.0.1:*)\n",
+            n.gateway()
+        ));
+    }
+    print!("{s}");
+}
+
+/// Log every accepted option whose feature is not implemented yet: never silently ignore one.
+fn warn_inactive(cfg: &Config) {
+    let mut inactive = Vec::new();
+    if cfg.api_socket.is_some() {
+        inactive.push("--api-socket");
+    }
+    if cfg.enable_sandbox {
+        inactive.push("--enable-sandbox");
+    }
+    if cfg.enable_seccomp {
+        inactive.push("--enable-seccomp");
+    }
+    if cfg.outbound_addr.is_some() {
+        inactive.push("--outbound-addr");
+    }
+    if cfg.outbound_addr6.is_some() {
+        inactive.push("--outbound-addr6");
+    }
+    if !cfg.publish.is_empty() {
+        inactive.push("--publish");
+    }
+    for opt in inactive {
+        warn!("{opt} is accepted but not active in this version of tapir");
+    }
+}
+
+/// Inherited descriptors named on the command line.
+struct Inherited {
+    ready: Option<OwnedFd>,
+    exit: Option<OwnedFd>,
+    exit_missing: bool,
+}
+
+fn adopt_inherited(cfg: &Config) -> Inherited {
+    let ready = cfg.ready_fd.and_then(|fd| {
+        let r = sys::fd::adopt(fd);
+        if r.is_none() {
+            warn!("ready fd {fd} is not open");
+        }
+        r
+    });
+    let exit = cfg.exit_fd.and_then(sys::fd::adopt);
+    Inherited {
+        ready,
+        exit_missing: cfg.exit_fd.is_some() && exit.is_none(),
+        exit,
+    }
+}
+
+fn serve(
+    cfg: &Config,
+    tap: OwnedFd,
+    inherited: Inherited,
+    target_pid: Option<i32>,
+    child: Option<sys::userns::PendingChild>,
+) -> Result<Exit, Error> {
+    let child_pid = child.as_ref().map(|c| c.pid);
+    let rt = Runtime::new(
+        cfg,
+        tap,
+        inherited.exit,
+        inherited.exit_missing,
+        target_pid,
+        child_pid,
+    )?;
+    if let Some(ready) = inherited.ready {
+        if let Err(e) = sys::fd::signal_ready(ready) {
+            warn!("cannot write to ready fd: {e}");
+        }
+    }
+    if let Some(c) = child {
+        c.start()
+            .map_err(|e| Error::Run(format!("cannot start the command: {e}")))?;
+    }
+    Ok(rt.run()?)
+}
+
+/// slirp4netns mode: attach to `cfg.target` and serve. Returns the exit status.
+pub fn attach(cfg: &Config) -> Result<i32, Error> {
+    let inherited = adopt_inherited(cfg);
+    let target = cfg
+        .target
+        .clone()
+        .ok_or_else(|| Error::Attach("no target namespace".into()))?;
+    let tap = obtain_tap(cfg, &target)?;
+    banner(cfg);
+    warn_inactive(cfg);
+    let target_pid = match target {
+        Target::Pid(p) => Some(p),
+        _ => None,
+    };
+    match serve(cfg, tap, inherited, target_pid, None)? {
+        Exit::ChildExited(code) => Ok(code),
+        _ => Ok(0),
+    }
+}
+
+/// Write a resolv.conf pointing at the DNS proxy, for `tapir run`'s command to see.
+fn write_run_resolv_conf(cfg: &Config) -> Option<tempfile_path::TempPath> {
+    let mut content = format!("nameserver {}\n", cfg.net.dns());
+    if cfg.ipv6 {
+        content.push_str(&format!("nameserver {}\n", crate::config::ipv6::DNS));
+    }
+    tempfile_path::TempPath::create("resolv.conf", content.as_bytes())
+        .map_err(|e| warn!("cannot write a resolv.conf for the command: {e}"))
+        .ok()
+}
+
+/// `tapir run`: make namespaces, run `argv` in them with networking, return its status.
+pub fn run(cfg: &Config, argv: &[OsString]) -> Result<i32, Error> {
+    let inherited = adopt_inherited(cfg);
+    let resolv = write_run_resolv_conf(cfg);
+    let child = sys::userns::spawn_isolated(argv, resolv.as_ref().map(|r| r.path()))
+        .map_err(|e| Error::Run(e.to_string()))?;
+    drop(resolv);
+    let pid = child.pid.as_raw();
+    let tap = match obtain_tap(cfg, &Target::Pid(pid)) {
+        Ok(t) => t,
+        Err(e) => {
+            drop(child); // closing the go pipe makes the child exit 1
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            return Err(e);
+        }
+    };
+    info!(
+        "running {:?} in a new network namespace ({} via {})",
+        argv[0],
+        cfg.net.guest(),
+        cfg.net.gateway()
+    );
+    warn_inactive(cfg);
+    match serve(cfg, tap, inherited, None, Some(child))? {
+        Exit::ChildExited(code) => Ok(code),
+        Exit::Signal(sig) => {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+            Ok(128 + sig as i32)
+        }
+        _ => Ok(0),
+    }
+}
+
+/// A private temporary file removed on drop.
+mod tempfile_path {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::path::{Path, PathBuf};
+
+    /// Path of a temporary file that is unlinked on drop.
+    pub struct TempPath(PathBuf);
+
+    impl TempPath {
+        /// Create `$XDG_RUNTIME_DIR` (or `/tmp`) `/tapir-<pid>-<name>` with `content`, mode 0644.
+        pub fn create(name: &str, content: &[u8]) -> std::io::Result<Self> {
+            let dir = std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .filter(|d| d.is_dir())
+                .unwrap_or_else(|| PathBuf::from("/tmp"));
+            let path = dir.join(format!("tapir-{}-{name}", std::process::id()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&path)?;
+            f.write_all(content)?;
+            Ok(TempPath(path))
+        }
+
+        /// The file's path.
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! Validated, immutable configuration.
+//!
+//! # Theory of operation
+//!
+//! `cli` turns argv into [`Options`]: raw values, checked only as far as slirp4netns checks them
+//! while parsing (numbers are numbers, paths exist). [`Config::from_options`] then validates the
+//! semantics once (CIDR, MAC, outbound addresses) and derives every address of the virtual network
+//! from the CIDR exactly as slirp4netns does (`slirp4netns_config_from_cidr`): with network `N`,
+//! the gateway (host loopback alias) is `N+2`, the DNS proxy `N+3`, the DHCP pool `N+15..=N+30`
+//! and the recommended guest address `N+100`. That last one is why the prefix may be at most 25.
+//!
+//! The resulting [`Config`] is borrowed immutably (`&Config`) by every other module. Mutable
+//! control-plane state (port forwards) lives elsewhere. This module must not open file
+//! descriptors or touch the network; reading interface addresses for `--outbound-addr=IFNAME`
+//! happens in the runtime, after validation.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+/// Default network when `--cidr` is not given (slirp4netns and libslirp default).
+pub const DEFAULT_CIDR: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 0, 2, 0), 24);
+/// Default MTU in slirp4netns mode (slirp4netns's default).
+pub const DEFAULT_MTU: u32 = 1500;
+/// Default MTU for `tapir run`: the value podman and rootlesskit pass, and the fastest.
+pub const RUN_DEFAULT_MTU: u32 = 65520;
+/// Smallest MTU accepted: the IPv4 minimum (RFC 791), which podman also enforces.
+pub const MIN_MTU: u32 = 68;
+/// Largest MTU accepted: slirp4netns's limit (libslirp `IF_MTU_MAX`).
+pub const MAX_MTU: u32 = 65521;
+/// Largest prefix length: the guest address N+100 must fit in the network.
+pub const MAX_PREFIX_LEN: u8 = 25;
+/// Number of DHCP leases (libslirp `NB_BOOTP_CLIENTS`): N+15 ..= N+30.
+pub const DHCP_POOL_SIZE: u32 = 16;
+/// DHCP lease time in seconds (libslirp's value).
+pub const DHCP_LEASE_SECS: u32 = 86400;
+
+/// Errors found while validating options. The messages are slirp4netns's, byte for byte, where
+/// slirp4netns has one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--cidr` does not look like `a.b.c.d/p`.
+    #[error("invalid CIDR: {0}")]
+    InvalidCidr(String),
+    /// The address part of `--cidr` is not a valid IPv4 address.
+    #[error("invalid network address: {0}")]
+    InvalidNetworkAddress(String),
+    /// The prefix of `--cidr` is outside 1..=25.
+    #[error("prefix length needs to be 1-25")]
+    PrefixLength,
+    /// `--cidr` has host bits set.
+    #[error("CIDR needs to be a network address like 10.0.2.0/24, not like {0}")]
+    NotNetworkAddress(String),
+    /// `--macaddress` is not a unicast MAC address.
+    #[error("invalid MAC address: {0}")]
+    InvalidMac(String),
+    /// `--outbound-addr` is neither an IPv4 address nor an interface name.
+    #[error("outbound-addr has to be valid ipv4 address or interface name.")]
+    OutboundAddr,
+    /// `--outbound-addr6` is neither an IPv6 address nor an interface name.
+    #[error("outbound-addr6 has to be valid ipv6 address or interface name.")]
+    OutboundAddr6,
+    /// `--api-socket` path does not fit in `sockaddr_un`.
+    #[error("the specified API socket path is too long (>= 108)")]
+    ApiSocketPathTooLong,
+    /// A `--publish` spec could not be parsed.
+    #[error("invalid --publish value {0:?}: {1}")]
+    Publish(String, String),
+}
+
+/// How the target network namespace is named on the command line (`--netns-type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A process ID: join `/proc/PID/ns/user` (unless `--userns-path`) and `/proc/PID/ns/net`.
+    Pid(i32),
+    /// A path to a network namespace file; the user namespace only with `--userns-path`.
+    Path(PathBuf),
+    /// An inherited file descriptor that is already an attached tap (slirp4netns 1.3 `tapfd`).
+    TapFd(RawFd),
+}
+
+/// What to bind outbound host sockets to (`--outbound-addr`, `--outbound-addr6`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound<A> {
+    /// A literal address.
+    Addr(A),
+    /// The first address of this family on the named interface (resolved at start-up).
+    Interface(String),
+}
+
+/// The virtual network, derived from `--cidr` (slirp4netns `slirp4netns_config_from_cidr`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// Network address `N`.
+    pub network: Ipv4Addr,
+    /// Prefix length, 1..=25.
+    pub prefix_len: u8,
+}
+
+impl Network {
+    /// Parse and validate `a.b.c.d/p` with slirp4netns's rules and messages.
+    pub fn parse_cidr(s: &str) -> Result<Self, ConfigError> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| ConfigError::InvalidCidr(s.to_owned()))?;
+        // slirp4netns's regex: ^(([0-9]{1,3}\.){3}[0-9]{1,3})/([0-9]{1,2})$
+        let octets: Vec<&str> = addr.split('.').collect();
+        let digits = |t: &str, max: usize| {
+            !t.is_empty() && t.len() <= max && t.bytes().all(|b| b.is_ascii_digit())
+        };
+        if octets.len() != 4 || !octets.iter().all(|o| digits(o, 3)) || !digits(prefix, 2) {
+            return Err(ConfigError::InvalidCidr(s.to_owned()));
+        }
+        let network: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| ConfigError::InvalidNetworkAddress(addr.to_owned()))?;
+        let prefix_len: u8 = prefix
+            .parse()
+            .map_err(|_| ConfigError::InvalidCidr(s.to_owned()))?;
+        if !(1..=MAX_PREFIX_LEN).contains(&prefix_len) {
+            return Err(ConfigError::PrefixLength);
+        }
+        let net = Network {
+            network,
+            prefix_len,
+        };
+        if u32::from(network) & !net.mask_bits() != 0 {
+            return Err(ConfigError::NotNetworkAddress(s.to_owned()));
+        }
+        Ok(net)
+    }
+
+    fn mask_bits(&self) -> u32 {
+        u32::MAX << (32 - u32::from(self.prefix_len))
+    }
+
+    fn offset(&self, n: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + n)
+    }
+
+    /// Netmask, e.g. 255.255.255.0.
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.mask_bits())
+    }
+    /// Directed broadcast address of the network.
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) | !self.mask_bits())
+    }
+    /// Gateway and host-loopback alias, N+2.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.offset(2)
+    }
+    /// DNS proxy address, N+3.
+    pub fn dns(&self) -> Ipv4Addr {
+        self.offset(3)
+    }
+    /// First DHCP lease, N+15.
+    pub fn dhcp_start(&self) -> Ipv4Addr {
+        self.offset(15)
+    }
+    /// Last DHCP lease, N+30.
+    pub fn dhcp_end(&self) -> Ipv4Addr {
+        self.offset(15 + DHCP_POOL_SIZE - 1)
+    }
+    /// Recommended guest address (used by `--configure` and as default `guest_addr`), N+100.
+    pub fn guest(&self) -> Ipv4Addr {
+        self.offset(100)
+    }
+    /// Whether `ip` lies inside this network.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask_bits() == u32::from(self.network)
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network {
+            network: DEFAULT_CIDR.0,
+            prefix_len: DEFAULT_CIDR.1,
+        }
+    }
+}
+
+/// The fixed IPv6 side of the virtual network (libslirp hard-codes it; not derived from `--cidr`).
+pub mod ipv6 {
+    use std::net::Ipv6Addr;
+    /// Prefix announced in router advertisements.
+    pub const PREFIX: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0);
+    /// Prefix length.
+    pub const PREFIX_LEN: u8 = 64;
+    /// Gateway / host loopback alias.
+    pub const GATEWAY: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+    /// DNS proxy.
+    pub const DNS: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
+    /// Link-local source of router advertisements.
+    pub const ROUTER_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+}
+
+/// MAC address slirp4netns's virtual host `ip` answers ARP with: `52:55` followed by the address.
+pub fn mac_for_v4(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x52, 0x55, o[0], o[1], o[2], o[3]]
+}
+
+/// MAC address of an IPv6 virtual host: `52:56` followed by the last four bytes of the address.
+pub fn mac_for_v6(ip: Ipv6Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x52, 0x56, o[12], o[13], o[14], o[15]]
+}
+
+/// Parse `--macaddress` the way slirp4netns does (':'-separated hex bytes, at most six; fewer are
+/// accepted and the rest are zero) but reject multicast addresses up front instead of failing
+/// later in the kernel.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], ConfigError> {
+    let bad = || ConfigError::InvalidMac(s.to_owned());
+    let mut mac = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.is_empty() || parts.len() > 6 {
+        return Err(bad());
+    }
+    for (slot, part) in mac.iter_mut().zip(&parts) {
+        if part.is_empty() || part.len() > 2 {
+            return Err(bad());
+        }
+        *slot = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 != 0 {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+/// Format a MAC address as `xx:xx:xx:xx:xx:xx`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Raw options as parsed from the command line, before semantic validation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `-c`: configure the interface inside the namespace.
+    pub configure: bool,
+    /// `-e FD`.
+    pub exit_fd: Option<RawFd>,
+    /// `-r FD`.
+    pub ready_fd: Option<RawFd>,
+    /// `-m MTU`, already range-checked.
+    pub mtu: Option<u32>,
+    /// `-6`.
+    pub enable_ipv6: bool,
+    /// `-a PATH`.
+    pub api_socket: Option<PathBuf>,
+    /// `--cidr`.
+    pub cidr: Option<String>,
+    /// `--disable-host-loopback` (or the deprecated `--no-host-loopback`).
+    pub disable_host_loopback: bool,
+    /// `--userns-path`.
+    pub userns_path: Option<PathBuf>,
+    /// `--enable-sandbox` (or the deprecated `--create-sandbox`).
+    pub enable_sandbox: bool,
+    /// `--enable-seccomp`.
+    pub enable_seccomp: bool,
+    /// `--outbound-addr`.
+    pub outbound_addr: Option<String>,
+    /// `--outbound-addr6`.
+    pub outbound_addr6: Option<String>,
+    /// `--disable-dns`.
+    pub disable_dns: bool,
+    /// `--macaddress`.
+    pub macaddress: Option<String>,
+    /// `-p/--publish` specs, in order.
+    pub publish: Vec<String>,
+    /// `--debug`: verbose logging.
+    pub debug: bool,
+    /// The namespace to attach to (positional PID|PATH|FD with `--netns-type`). `None` for `run`.
+    pub target: Option<Target>,
+    /// Positional TAPNAME, untruncated ([`Config::from_options`] truncates it to 15 bytes).
+    pub tap_name: Option<String>,
+}
+
+/// The validated configuration. Built once, then borrowed immutably.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Namespace to attach to; `None` when `tapir run` makes its own.
+    pub target: Option<Target>,
+    /// User namespace to join before the network namespace (`--userns-path`).
+    pub userns_path: Option<PathBuf>,
+    /// Tap device name inside the namespace.
+    pub tap_name: String,
+    /// Bring the interface up and address it (§3.3 of the spec).
+    pub configure: bool,
+    /// MTU of the tap and of the stack.
+    pub mtu: u32,
+    /// The virtual IPv4 network.
+    pub net: Network,
+    /// Whether the IPv6 side (fd00::/64) is enabled.
+    pub ipv6: bool,
+    /// MAC address to give the tap (`--macaddress`, only with `--configure`).
+    pub mac: Option<[u8; 6]>,
+    /// Fd to write the ready byte to.
+    pub ready_fd: Option<RawFd>,
+    /// Fd whose hang-up ends the process.
+    pub exit_fd: Option<RawFd>,
+    /// API socket path.
+    pub api_socket: Option<PathBuf>,
+    /// Refuse connections to the gateway (host loopback).
+    pub disable_host_loopback: bool,
+    /// Do not intercept N+3 as a DNS proxy.
+    pub disable_dns: bool,
+    /// Confine the process in a private mount namespace and drop capabilities.
+    pub enable_sandbox: bool,
+    /// Install the seccomp allowlist.
+    pub enable_seccomp: bool,
+    /// Source address for outbound IPv4 host sockets.
+    pub outbound_addr: Option<Outbound<Ipv4Addr>>,
+    /// Source address for outbound IPv6 host sockets.
+    pub outbound_addr6: Option<Outbound<Ipv6Addr>>,
+    /// Port forwards requested on the command line.
+    pub publish: Vec<String>,
+    /// Verbose logging.
+    pub debug: bool,
+}
+
+/// Longest tap name the kernel keeps (IFNAMSIZ - 1); slirp4netns truncates silently.
+pub const MAX_IFNAME_LEN: usize = 15;
+/// Longest `sun_path` (108 bytes including the terminating NUL).
+pub const MAX_UNIX_PATH_LEN: usize = 107;
+
+fn parse_outbound<A: std::str::FromStr>(
+    s: &str,
+    err: ConfigError,
+) -> Result<Outbound<A>, ConfigError> {
+    if let Ok(a) = s.parse::<A>() {
+        return Ok(Outbound::Addr(a));
+    }
+    // An interface name: what the kernel accepts (1..=15 bytes, no '/', no whitespace).
+    let valid = !s.is_empty()
+        && s.len() <= MAX_IFNAME_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+    if valid {
+        Ok(Outbound::Interface(s.to_owned()))
+    } else {
+        Err(err)
+    }
+}
+
+impl Config {
+    /// Validate `opts` and derive the network. `run_mode` selects `tapir run`'s defaults.
+    pub fn from_options(opts: Options, run_mode: bool) -> Result<Config, ConfigError> {
+        let net = match &opts.cidr {
+            Some(c) => Network::parse_cidr(c)?,
+            None => Network::default(),
+        };
+        let mac = opts.macaddress.as_deref().map(parse_mac).transpose()?;
+        let outbound_addr = opts
+            .outbound_addr
+            .as_deref()
+            .map(|s| parse_outbound(s, ConfigError::OutboundAddr))
+            .transpose()?;
+        let outbound_addr6 = opts
+            .outbound_addr6
+            .as_deref()
+            .map(|s| parse_outbound(s, ConfigError::OutboundAddr6))
+            .transpose()?;
+        if let Some(p) = &opts.api_socket {
+            if p.as_os_str().len() > MAX_UNIX_PATH_LEN {
+                return Err(ConfigError::ApiSocketPathTooLong);
+            }
+        }
+        let mut tap_name = opts.tap_name.unwrap_or_else(|| "tap0".to_owned());
+        if tap_name.len() > MAX_IFNAME_LEN {
+            let mut end = MAX_IFNAME_LEN;
+            while !tap_name.is_char_boundary(end) {
+                end -= 1;
+            }
+            tap_name.truncate(end);
+        }
+        Ok(Config {
+            target: opts.target,
+            userns_path: opts.userns_path,
+            tap_name,
+            configure: opts.configure || run_mode,
+            mtu: opts.mtu.unwrap_or(if run_mode {
+                RUN_DEFAULT_MTU
+            } else {
+                DEFAULT_MTU
+            }),
+            net,
+            ipv6: opts.enable_ipv6,
+            mac,
+            ready_fd: opts.ready_fd,
+            exit_fd: opts.exit_fd,
+            api_socket: opts.api_socket,
+            disable_host_loopback: opts.disable_host_loopback,
+            disable_dns: opts.disable_dns,
+            enable_sandbox: opts.enable_sandbox,
+            enable_seccomp: opts.enable_seccomp,
+            outbound_addr,
+            outbound_addr6,
+            publish: opts.publish,
+            debug: opts.debug,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_network_addresses() {
+        let n = Network::default();
+        assert_eq!(n.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(n.gateway(), Ipv4Addr::new(10, 0, 2, 2));
+        assert_eq!(n.dns(), Ipv4Addr::new(10, 0, 2, 3));
+        assert_eq!(n.dhcp_start(), Ipv4Addr::new(10, 0, 2, 15));
+        assert_eq!(n.dhcp_end(), Ipv4Addr::new(10, 0, 2, 30));
+        assert_eq!(n.guest(), Ipv4Addr::new(10, 0, 2, 100));
+        assert_eq!(n.broadcast(), Ipv4Addr::new(10, 0, 2, 255));
+        assert!(n.contains(Ipv4Addr::new(10, 0, 2, 77)));
+        assert!(!n.contains(Ipv4Addr::new(10, 0, 3, 1)));
+    }
+
+    #[test]
+    fn cidr_slash25_from_spec() {
+        let n = Network::parse_cidr("10.0.135.128/25").unwrap();
+        assert_eq!(n.guest(), Ipv4Addr::new(10, 0, 135, 228));
+        assert_eq!(n.gateway(), Ipv4Addr::new(10, 0, 135, 130));
+        assert_eq!(n.netmask(), Ipv4Addr::new(255, 255, 255, 128));
+    }
+
+    #[test]
+    fn cidr_errors_match_slirp4netns() {
+        use ConfigError::*;
+        assert_eq!(Network::parse_cidr("24"), Err(InvalidCidr("24".into())));
+        assert_eq!(Network::parse_cidr("foo"), Err(InvalidCidr("foo".into())));
+        assert_eq!(
+            Network::parse_cidr("10.0.2.0"),
+            Err(InvalidCidr("10.0.2.0".into()))
+        );
+        assert_eq!(
+            Network::parse_cidr("1.2.3.4/123"),
+            Err(InvalidCidr("1.2.3.4/123".into()))
+        );
+        assert_eq!(
+            Network::parse_cidr("10.0.2.256/24"),
+            Err(InvalidNetworkAddress("10.0.2.256".into()))
+        );
+        assert_eq!(Network::parse_cidr("10.0.2.0/26"), Err(PrefixLength));
+        assert_eq!(Network::parse_cidr("10.0.2.0/0"), Err(PrefixLength));
+        assert_eq!(
+            Network::parse_cidr("10.0.2.100/24")
+                .unwrap_err()
+                .to_string(),
+            "CIDR needs to be a network address like 10.0.2.0/24, not like 10.0.2.100/24"
+        );
+        assert!(Network::parse_cidr("10.0.0.0/8").is_ok());
+        assert!(Network::parse_cidr("128.0.0.0/1").is_ok());
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            mac_for_v4(Ipv4Addr::new(10, 0, 2, 2)),
+            [0x52, 0x55, 10, 0, 2, 2]
+        );
+        assert_eq!(mac_for_v6(ipv6::GATEWAY), [0x52, 0x56, 0, 0, 0, 2]);
+        assert_eq!(
+            parse_mac("0e:d4:18:d9:38:fb").unwrap(),
+            [0x0e, 0xd4, 0x18, 0xd9, 0x38, 0xfb]
+        );
+        assert_eq!(parse_mac("2:4").unwrap(), [2, 4, 0, 0, 0, 0]);
+        assert!(parse_mac("01:00:5e:00:00:01").is_err(), "multicast");
+        assert!(parse_mac("0e:d4:18:d9:38:fb:00").is_err());
+        assert!(parse_mac("zz:00:00:00:00:00").is_err());
+        assert!(parse_mac("100:00:00:00:00:00").is_err());
+        assert_eq!(
+            format_mac(&[0x0e, 0xd4, 0x18, 0xd9, 0x38, 0xfb]),
+            "0e:d4:18:d9:38:fb"
+        );
+    }
+
+    #[test]
+    fn from_options_defaults_and_truncation() {
+        let o = Options {
+            tap_name: Some("averyveryverylongname".into()),
+            ..Default::default()
+        };
+        let c = Config::from_options(o.clone(), false).unwrap();
+        assert_eq!(c.tap_name, "averyveryverylo");
+        assert_eq!(c.mtu, DEFAULT_MTU);
+        assert!(!c.configure);
+        let r = Config::from_options(o, true).unwrap();
+        assert_eq!(r.mtu, RUN_DEFAULT_MTU);
+        assert!(r.configure);
+    }
+
+    #[test]
+    fn outbound_parse() {
+        let o = Options {
+            outbound_addr: Some("127.0.0.1".into()),
+            outbound_addr6: Some("eth0".into()),
+            ..Default::default()
+        };
+        let c = Config::from_options(o, false).unwrap();
+        assert_eq!(c.outbound_addr, Some(Outbound::Addr(Ipv4Addr::LOCALHOST)));
+        assert_eq!(c.outbound_addr6, Some(Outbound::Interface("eth0".into())));
+        let bad = Options {
+            outbound_addr: Some("no/such/if".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            Config::from_options(bad, false).unwrap_err().to_string(),
+            "outbound-addr has to be valid ipv4 address or interface name."
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! tapir: a rootless userspace network stack for containers, drop-in for slirp4netns.
+//!
+//! # Theory of operation
+//!
+//! A `tapir` process is started per container. It attaches to the container's network namespace
+//! (joining its user namespace first), opens a tap device there and hands the descriptor back to
+//! the main process, which stays in the caller's ("host") namespaces. From then on every Ethernet
+//! frame the guest sends is terminated here:
+//!
+//! ```text
+//! tap fd -> device (frame queues) -> stack::vhost (ARP, ICMP echo, DHCP of the virtual hosts)
+//!                                 -> smoltcp Interface -> proxy flows -> host sockets
+//! ```
+//!
+//! and back the same way. The control plane is `cli -> config` (immutable) plus the API socket.
+//! [`runtime`] owns the single mio event loop and is the only module that knows every kind of fd.
+//!
+//! Unsafe code lives only in [`sys`].
+#![deny(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod logger;
+pub mod nat;
+pub mod runtime;
+pub mod stack;
+pub mod sys;

@@ -1,0 +1,579 @@
+//! The NAT table (tapir's conntrack) and the address-translation rules.
+//!
+//! # Theory of operation
+//!
+//! Every flow the guest starts is one [`Entry`] in the [`Table`], found by its [`Key`] through a
+//! hash map (never a scan of all sockets). The key is the flow as the guest sees it:
+//!
+//! - TCP: (guest address:port, remote address:port);
+//! - UDP: (guest address:port) only, remote unspecified: the mapping is endpoint-independent as
+//!   in libslirp, so one host socket serves every remote the guest talks to from that port and
+//!   replies from any remote reach the guest;
+//! - ICMP echo: (guest address, echo identifier as the port), remote unspecified.
+//!
+//! The table has a fixed capacity per protocol ([`MAX_TCP_FLOWS`], [`MAX_UDP_FLOWS`],
+//! [`MAX_ICMP_FLOWS`]); a flow beyond it is refused (the caller answers the guest with RST or
+//! ICMP) and counted in [`Table::refused`].
+//!
+//! [`Rules`] decide where a guest destination goes on the host (spec §3.5): the gateway N+2 is
+//! the host's loopback (unless `--disable-host-loopback`), N+3:53 is the first resolver of the
+//! same family from resolv.conf (unless `--disable-dns`), any other port of N+3 is refused,
+//! fd00::/64 maps to `::1`, and every other address passes through unchanged. The reverse
+//! direction ([`Rules::inbound`]) maps host loopback sources back to the gateway.
+//!
+//! This module is pure data: no file descriptors, no smoltcp sockets, no clock reads.
+
+pub mod resolv;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::config::{ipv6, Network};
+use resolv::Nameservers;
+
+/// Most concurrent TCP flows. Each holds one host fd and up to two socket buffers; 4096 is far
+/// above what a container opens through a user-mode stack and well inside the fd limit tapir
+/// raises itself to.
+pub const MAX_TCP_FLOWS: usize = 4096;
+/// Most concurrent UDP flows (one host socket per guest source port).
+pub const MAX_UDP_FLOWS: usize = 1024;
+/// Most concurrent ICMP echo flows (one host socket per guest echo identifier).
+pub const MAX_ICMP_FLOWS: usize = 256;
+/// The DNS port.
+pub const DNS_PORT: u16 = 53;
+
+/// Transport protocol of a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP / ICMPv6 echo.
+    Icmp,
+}
+
+impl Proto {
+    fn capacity(self) -> usize {
+        match self {
+            Proto::Tcp => MAX_TCP_FLOWS,
+            Proto::Udp => MAX_UDP_FLOWS,
+            Proto::Icmp => MAX_ICMP_FLOWS,
+        }
+    }
+
+    /// Lower-case name, as in slirp4netns's API (`tcp`, `udp`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+        }
+    }
+}
+
+/// A flow as the guest sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    /// Protocol.
+    pub proto: Proto,
+    /// Guest endpoint (for ICMP the port is the echo identifier).
+    pub guest: SocketAddr,
+    /// Remote endpoint as the guest addressed it (unspecified for UDP and ICMP).
+    pub remote: SocketAddr,
+}
+
+impl Key {
+    /// TCP key.
+    pub fn tcp(guest: SocketAddr, remote: SocketAddr) -> Key {
+        Key {
+            proto: Proto::Tcp,
+            guest,
+            remote,
+        }
+    }
+
+    /// UDP key (endpoint-independent).
+    pub fn udp(guest: SocketAddr) -> Key {
+        Key {
+            proto: Proto::Udp,
+            guest,
+            remote: unspecified_like(guest.ip()),
+        }
+    }
+
+    /// ICMP echo key.
+    pub fn icmp(guest: IpAddr, ident: u16) -> Key {
+        Key {
+            proto: Proto::Icmp,
+            guest: SocketAddr::new(guest, ident),
+            remote: unspecified_like(guest),
+        }
+    }
+}
+
+fn unspecified_like(ip: IpAddr) -> SocketAddr {
+    match ip {
+        IpAddr::V4(_) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        IpAddr::V6(_) => SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 0),
+    }
+}
+
+/// Index of a flow in the table. Stable for the flow's lifetime; reused after removal, so holders
+/// must drop it when the flow goes.
+pub type FlowId = usize;
+
+/// One flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Guest-side identity.
+    pub key: Key,
+    /// Where the host socket talks to (after translation); for UDP the last destination.
+    pub target: SocketAddr,
+    /// Local address of the host socket, once known.
+    pub host_local: Option<SocketAddr>,
+    /// Bytes guest -> host.
+    pub bytes_out: u64,
+    /// Bytes host -> guest.
+    pub bytes_in: u64,
+    /// Creation time (milliseconds on the runtime clock).
+    pub created_ms: u64,
+    /// Last activity (milliseconds on the runtime clock).
+    pub active_ms: u64,
+}
+
+/// The table is full for this protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many {} flows (limit {limit})", proto.name())]
+pub struct Full {
+    /// Protocol whose limit was hit.
+    pub proto: Proto,
+    /// The limit.
+    pub limit: usize,
+}
+
+/// Flow table: hash lookup by key, slab storage by id.
+#[derive(Debug, Default)]
+pub struct Table {
+    map: HashMap<Key, FlowId>,
+    slots: Vec<Option<Entry>>,
+    free: Vec<FlowId>,
+    counts: [usize; 3],
+    refused: u64,
+}
+
+fn proto_index(p: Proto) -> usize {
+    match p {
+        Proto::Tcp => 0,
+        Proto::Udp => 1,
+        Proto::Icmp => 2,
+    }
+}
+
+impl Table {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Find a flow by its guest-side key.
+    pub fn lookup(&self, key: &Key) -> Option<FlowId> {
+        self.map.get(key).copied()
+    }
+
+    /// Insert a new flow; refuses (and counts) beyond the protocol's capacity. An existing flow
+    /// with the same key is returned unchanged.
+    pub fn insert(&mut self, entry: Entry) -> Result<FlowId, Full> {
+        if let Some(id) = self.map.get(&entry.key) {
+            return Ok(*id);
+        }
+        let proto = entry.key.proto;
+        let i = proto_index(proto);
+        if self.counts[i] >= proto.capacity() {
+            self.refused += 1;
+            return Err(Full {
+                proto,
+                limit: proto.capacity(),
+            });
+        }
+        self.counts[i] += 1;
+        let key = entry.key;
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id] = Some(entry);
+                id
+            }
+            None => {
+                self.slots.push(Some(entry));
+                self.slots.len() - 1
+            }
+        };
+        self.map.insert(key, id);
+        Ok(id)
+    }
+
+    /// Remove a flow, returning it.
+    pub fn remove(&mut self, id: FlowId) -> Option<Entry> {
+        let e = self.slots.get_mut(id)?.take()?;
+        self.map.remove(&e.key);
+        self.counts[proto_index(e.key.proto)] -= 1;
+        self.free.push(id);
+        Some(e)
+    }
+
+    /// A flow by id.
+    pub fn get(&self, id: FlowId) -> Option<&Entry> {
+        self.slots.get(id)?.as_ref()
+    }
+
+    /// A flow by id, mutably.
+    pub fn get_mut(&mut self, id: FlowId) -> Option<&mut Entry> {
+        self.slots.get_mut(id)?.as_mut()
+    }
+
+    /// Number of live flows.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are no flows.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Live flows of one protocol.
+    pub fn count(&self, proto: Proto) -> usize {
+        self.counts[proto_index(proto)]
+    }
+
+    /// Flows refused because the table was full.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// All live flows.
+    pub fn iter(&self) -> impl Iterator<Item = (FlowId, &Entry)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| (i, e)))
+    }
+}
+
+/// Why a guest destination is not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `--disable-host-loopback` forbids the gateway address.
+    #[error("host loopback is disabled")]
+    HostLoopbackDisabled,
+    /// Only port 53 of the DNS address is served.
+    #[error("only port 53 of the DNS address is served")]
+    NotDns,
+    /// The resolv.conf has no nameserver of this family.
+    #[error("no upstream nameserver")]
+    NoNameserver,
+    /// Not a unicast destination.
+    #[error("not a unicast destination")]
+    NotUnicast,
+}
+
+/// Address translation policy (immutable, built from the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// The virtual network.
+    pub net: Network,
+    /// Whether fd00::/64 is served.
+    pub ipv6: bool,
+    /// Whether the gateway reaches the host's loopback.
+    pub host_loopback: bool,
+    /// Whether N+3 (fd00::3) is the DNS proxy.
+    pub dns: bool,
+}
+
+impl Rules {
+    /// Build from the configuration.
+    pub fn new(cfg: &crate::config::Config) -> Self {
+        Rules {
+            net: cfg.net,
+            ipv6: cfg.ipv6,
+            host_loopback: !cfg.disable_host_loopback,
+            dns: !cfg.disable_dns,
+        }
+    }
+
+    /// Whether `dst` is the DNS proxy address (and DNS is enabled).
+    pub fn is_dns(&self, dst: IpAddr) -> bool {
+        self.dns
+            && match dst {
+                IpAddr::V4(a) => a == self.net.dns(),
+                IpAddr::V6(a) => self.ipv6 && a == ipv6::DNS,
+            }
+    }
+
+    /// Where a guest flow to `dst` goes on the host.
+    pub fn outbound(
+        &self,
+        proto: Proto,
+        dst: SocketAddr,
+        ns: &Nameservers,
+    ) -> Result<SocketAddr, Refusal> {
+        if self.is_dns(dst.ip()) && proto != Proto::Icmp {
+            if dst.port() != DNS_PORT {
+                return Err(Refusal::NotDns);
+            }
+            return match dst.ip() {
+                IpAddr::V4(_) => ns
+                    .v4
+                    .map(|a| SocketAddr::new(IpAddr::V4(a), DNS_PORT))
+                    .ok_or(Refusal::NoNameserver),
+                IpAddr::V6(_) => ns
+                    .v6
+                    .map(|a| {
+                        SocketAddr::V6(std::net::SocketAddrV6::new(a, DNS_PORT, 0, ns.v6_scope))
+                    })
+                    .ok_or(Refusal::NoNameserver),
+            };
+        }
+        match dst.ip() {
+            IpAddr::V4(a) => {
+                if a == self.net.gateway() || a == Ipv4Addr::BROADCAST {
+                    if !self.host_loopback {
+                        return Err(Refusal::HostLoopbackDisabled);
+                    }
+                    return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), dst.port()));
+                }
+                if a.is_multicast() || a.is_unspecified() || a == self.net.broadcast() {
+                    return Err(Refusal::NotUnicast);
+                }
+                Ok(dst)
+            }
+            IpAddr::V6(a) => {
+                if self.ipv6 && in_prefix6(a) {
+                    if !self.host_loopback {
+                        return Err(Refusal::HostLoopbackDisabled);
+                    }
+                    return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), dst.port()));
+                }
+                if a.is_multicast() || a.is_unspecified() {
+                    return Err(Refusal::NotUnicast);
+                }
+                Ok(dst)
+            }
+        }
+    }
+
+    /// How a host peer appears to the guest: loopback sources become the gateway (spec §2,
+    /// libslirp `sotranslate_in`/`sotranslate_accept`); a reply from the resolver to a DNS flow
+    /// appears to come from the DNS address; everything else is preserved.
+    pub fn inbound(&self, from: SocketAddr, dns_flow: bool, ns: &Nameservers) -> SocketAddr {
+        if dns_flow && from.port() == DNS_PORT {
+            match from.ip() {
+                IpAddr::V4(a) if Some(a) == ns.v4 => {
+                    return SocketAddr::new(IpAddr::V4(self.net.dns()), DNS_PORT)
+                }
+                IpAddr::V6(a) if Some(a) == ns.v6 => {
+                    return SocketAddr::new(IpAddr::V6(ipv6::DNS), DNS_PORT)
+                }
+                _ => {}
+            }
+        }
+        match from.ip() {
+            IpAddr::V4(a) if a.is_loopback() || a.is_unspecified() => {
+                SocketAddr::new(IpAddr::V4(self.net.gateway()), from.port())
+            }
+            IpAddr::V6(a) if a.is_loopback() || a.is_unspecified() => {
+                SocketAddr::new(IpAddr::V6(ipv6::GATEWAY), from.port())
+            }
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => {
+                    self.inbound(SocketAddr::new(IpAddr::V4(v4), from.port()), dns_flow, ns)
+                }
+                None => from,
+            },
+            _ => from,
+        }
+    }
+}
+
+fn in_prefix6(a: Ipv6Addr) -> bool {
+    let p = ipv6::PREFIX.segments();
+    let s = a.segments();
+    s[..4] == p[..4]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn entry(key: Key) -> Entry {
+        Entry {
+            key,
+            target: key.remote,
+            host_local: None,
+            bytes_out: 0,
+            bytes_in: 0,
+            created_ms: 0,
+            active_ms: 0,
+        }
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            net: Network::default(),
+            ipv6: true,
+            host_loopback: true,
+            dns: true,
+        }
+    }
+
+    fn ns() -> Nameservers {
+        Nameservers {
+            v4: Some(Ipv4Addr::new(127, 0, 0, 53)),
+            v6: Some("::1".parse().unwrap()),
+            v6_scope: 0,
+        }
+    }
+
+    #[test]
+    fn insert_lookup_remove_reuses_slots() {
+        let mut t = Table::new();
+        let k1 = Key::tcp(sa("10.0.2.100:40000"), sa("10.0.2.2:80"));
+        let k2 = Key::tcp(sa("10.0.2.100:40001"), sa("10.0.2.2:80"));
+        let a = t.insert(entry(k1)).unwrap();
+        let b = t.insert(entry(k2)).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(t.insert(entry(k1)).unwrap(), a, "same key, same flow");
+        assert_eq!(t.lookup(&k2), Some(b));
+        assert_eq!(t.remove(a).unwrap().key, k1);
+        assert_eq!(t.lookup(&k1), None);
+        assert!(t.remove(a).is_none());
+        let c = t.insert(entry(k1)).unwrap();
+        assert_eq!(c, a, "slot reused");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.count(Proto::Tcp), 2);
+        assert_eq!(t.iter().count(), 2);
+    }
+
+    #[test]
+    fn capacity_is_enforced_per_protocol() {
+        let mut t = Table::new();
+        for i in 0..MAX_ICMP_FLOWS {
+            t.insert(entry(Key::icmp("10.0.2.100".parse().unwrap(), i as u16)))
+                .unwrap();
+        }
+        let err = t
+            .insert(entry(Key::icmp("10.0.2.100".parse().unwrap(), 60000)))
+            .unwrap_err();
+        assert_eq!(err.limit, MAX_ICMP_FLOWS);
+        assert_eq!(t.refused(), 1);
+        // Other protocols are unaffected.
+        t.insert(entry(Key::udp(sa("10.0.2.100:5000")))).unwrap();
+    }
+
+    #[test]
+    fn udp_key_is_endpoint_independent() {
+        let a = Key::udp(sa("10.0.2.100:5000"));
+        assert_eq!(a.remote, sa("0.0.0.0:0"));
+        assert_eq!(Key::udp(sa("[fd00::5]:5000")).remote, sa("[::]:0"));
+    }
+
+    #[test]
+    fn outbound_rules() {
+        let r = rules();
+        let n = ns();
+        assert_eq!(
+            r.outbound(Proto::Tcp, sa("10.0.2.2:8080"), &n),
+            Ok(sa("127.0.0.1:8080"))
+        );
+        assert_eq!(
+            r.outbound(Proto::Udp, sa("10.0.2.3:53"), &n),
+            Ok(sa("127.0.0.53:53"))
+        );
+        assert_eq!(
+            r.outbound(Proto::Tcp, sa("10.0.2.3:53"), &n),
+            Ok(sa("127.0.0.53:53"))
+        );
+        assert_eq!(
+            r.outbound(Proto::Tcp, sa("10.0.2.3:80"), &n),
+            Err(Refusal::NotDns)
+        );
+        assert_eq!(
+            r.outbound(Proto::Tcp, sa("198.51.100.1:80"), &n),
+            Ok(sa("198.51.100.1:80"))
+        );
+        assert_eq!(
+            r.outbound(Proto::Udp, sa("[fd00::2]:7"), &n),
+            Ok(sa("[::1]:7"))
+        );
+        assert_eq!(
+            r.outbound(Proto::Udp, sa("[fd00::3]:53"), &n),
+            Ok(sa("[::1]:53"))
+        );
+        assert_eq!(
+            r.outbound(Proto::Udp, sa("224.0.0.1:5"), &n),
+            Err(Refusal::NotUnicast)
+        );
+        let none = Nameservers::default();
+        assert_eq!(
+            r.outbound(Proto::Udp, sa("10.0.2.3:53"), &none),
+            Err(Refusal::NoNameserver)
+        );
+    }
+
+    #[test]
+    fn disable_host_loopback_but_dns_still_works() {
+        let r = Rules {
+            host_loopback: false,
+            ..rules()
+        };
+        let n = ns();
+        assert_eq!(
+            r.outbound(Proto::Tcp, sa("10.0.2.2:8080"), &n),
+            Err(Refusal::HostLoopbackDisabled)
+        );
+        assert_eq!(
+            r.outbound(Proto::Tcp, sa("[fd00::2]:80"), &n),
+            Err(Refusal::HostLoopbackDisabled)
+        );
+        // The DNS rule is checked first, so a loopback resolver still works (as in libslirp).
+        assert_eq!(
+            r.outbound(Proto::Udp, sa("10.0.2.3:53"), &n),
+            Ok(sa("127.0.0.53:53"))
+        );
+    }
+
+    #[test]
+    fn disable_dns_makes_n3_ordinary() {
+        let r = Rules {
+            dns: false,
+            ..rules()
+        };
+        assert_eq!(
+            r.outbound(Proto::Udp, sa("10.0.2.3:53"), &ns()),
+            Ok(sa("10.0.2.3:53"))
+        );
+    }
+
+    #[test]
+    fn inbound_rules() {
+        let r = rules();
+        let n = ns();
+        assert_eq!(r.inbound(sa("127.0.0.1:9"), false, &n), sa("10.0.2.2:9"));
+        assert_eq!(r.inbound(sa("0.0.0.0:9"), false, &n), sa("10.0.2.2:9"));
+        assert_eq!(r.inbound(sa("[::1]:9"), false, &n), sa("[fd00::2]:9"));
+        assert_eq!(
+            r.inbound(sa("198.51.100.1:9"), false, &n),
+            sa("198.51.100.1:9")
+        );
+        assert_eq!(r.inbound(sa("127.0.0.53:53"), true, &n), sa("10.0.2.3:53"));
+        assert_eq!(r.inbound(sa("127.0.0.53:53"), false, &n), sa("10.0.2.2:53"));
+        assert_eq!(
+            r.inbound(sa("[::ffff:127.0.0.1]:5"), false, &n),
+            sa("10.0.2.2:5")
+        );
+    }
+}

@@ -1,0 +1,444 @@
+//! The event loop.
+//!
+//! # Theory of operation
+//!
+//! One thread, one `mio::Poll` (epoll, edge-triggered), typed [`Token`]s. The runtime is the only
+//! module that knows every kind of descriptor; it owns no policy. Each wake-up:
+//!
+//! 1. handle control events: exit fd hang-up, signals (`SIGTERM`, `SIGINT`, `SIGHUP` end the
+//!    process cleanly; `SIGCHLD` reaps the `tapir run` command), the target process exiting;
+//! 2. read at most [`RX_BATCH`] frames from the tap into the stack (the tap stays marked readable
+//!    until a read returns `EAGAIN`, and the next poll then does not sleep), so a flooding guest
+//!    cannot starve other work;
+//! 3. poll smoltcp and the virtual hosts' timers;
+//! 4. write queued frames to the tap until it would block; the rest waits for the tap's writable
+//!    edge (nothing is dropped);
+//! 5. sleep until the earliest of the next event, smoltcp's `poll_delay` and the virtual-host
+//!    timers.
+//!
+//! Lifecycle rules: `--exit-fd` ends the loop on hang-up, error, or if the descriptor is not open
+//! at all (slirp4netns's `POLLNVAL`); data written to it is ignored. If the tap disappears
+//! (deleted from the namespace), the loop ends with an error naming it, rather than spinning
+//! forever as slirp4netns does.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::Duration as StdDuration;
+
+use log::{debug, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use smoltcp::time::Instant;
+
+use crate::config::Config;
+use crate::device::RX_BATCH;
+use crate::stack::Stack;
+use crate::sys;
+
+/// Events fetched per `epoll_wait`.
+const EVENTS_CAPACITY: usize = 256;
+/// Longest sleep when nothing is scheduled (bounds the cost of any missed edge).
+const MAX_SLEEP: StdDuration = StdDuration::from_secs(60);
+
+/// What an event belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token {
+    /// The tap device.
+    Tap,
+    /// `--exit-fd`.
+    ExitFd,
+    /// The signalfd.
+    Signal,
+    /// pidfd of the target process (`--netns-type=pid`).
+    Target,
+}
+
+impl Token {
+    fn to_mio(self) -> mio::Token {
+        mio::Token(match self {
+            Token::Tap => 0,
+            Token::ExitFd => 1,
+            Token::Signal => 2,
+            Token::Target => 3,
+        })
+    }
+
+    fn from_mio(t: mio::Token) -> Option<Token> {
+        Some(match t.0 {
+            0 => Token::Tap,
+            1 => Token::ExitFd,
+            2 => Token::Signal,
+            3 => Token::Target,
+            _ => return None,
+        })
+    }
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// `--exit-fd` hung up (or was never open).
+    ExitFd,
+    /// A termination signal arrived.
+    Signal(Signal),
+    /// The target process (`--netns-type=pid`) exited.
+    TargetExited,
+    /// The `tapir run` command exited with this shell-style status.
+    ChildExited(i32),
+}
+
+/// Runtime failures.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// epoll setup or wait failed.
+    #[error("event loop: {0}")]
+    Poll(#[source] io::Error),
+    /// Signal setup failed.
+    #[error("cannot set up signal handling: {0}")]
+    Signals(#[source] nix::Error),
+    /// The tap device went away.
+    #[error("tap device {name} is gone ({err}); was it deleted or its namespace destroyed?")]
+    TapGone {
+        /// Device name.
+        name: String,
+        /// The read/write error.
+        err: io::Error,
+    },
+}
+
+/// The running process: every descriptor plus the stack.
+pub struct Runtime<'c> {
+    cfg: &'c Config,
+    poll: Poll,
+    tap: OwnedFd,
+    stack: Stack,
+    /// Kept open (and registered) for the loop's lifetime.
+    _exit_fd: Option<OwnedFd>,
+    exit_fd_invalid: bool,
+    signals: SignalFd,
+    /// Kept open (and registered) for the loop's lifetime.
+    _target: Option<OwnedFd>,
+    child: Option<Pid>,
+    epoch: std::time::Instant,
+    tap_readable: bool,
+    tap_writable: bool,
+}
+
+/// Signals that end the process cleanly.
+const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+impl<'c> Runtime<'c> {
+    /// Register everything. `exit_fd` is the adopted `--exit-fd` (`None` when absent), and
+    /// `exit_fd_missing` tells that it was named but not open. `target_pid` is watched (pidfd)
+    /// and `child` is reaped (`tapir run`).
+    pub fn new(
+        cfg: &'c Config,
+        tap: OwnedFd,
+        exit_fd: Option<OwnedFd>,
+        exit_fd_missing: bool,
+        target_pid: Option<i32>,
+        child: Option<Pid>,
+    ) -> Result<Self, Error> {
+        let poll = Poll::new().map_err(Error::Poll)?;
+        let mut mask = SigSet::empty();
+        for s in TERMINATING {
+            mask.add(s);
+        }
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block().map_err(Error::Signals)?;
+        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(Error::Signals)?;
+        // A write to a socket whose peer went away must be an EPIPE error, not a death.
+        sys::ignore_sigpipe();
+
+        let reg = poll.registry();
+        reg.register(
+            &mut SourceFd(&tap.as_raw_fd()),
+            Token::Tap.to_mio(),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .map_err(Error::Poll)?;
+        reg.register(
+            &mut SourceFd(&signals.as_fd().as_raw_fd()),
+            Token::Signal.to_mio(),
+            Interest::READABLE,
+        )
+        .map_err(Error::Poll)?;
+
+        let mut exit_fd_invalid = exit_fd_missing;
+        let exit_fd = match exit_fd {
+            Some(fd) => {
+                match reg.register(
+                    &mut SourceFd(&fd.as_raw_fd()),
+                    Token::ExitFd.to_mio(),
+                    Interest::READABLE,
+                ) {
+                    Ok(()) => Some(fd),
+                    Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                        // Regular files and /dev/null cannot be polled for hang-up; slirp4netns's
+                        // poll() never reports anything on them either.
+                        warn!("--exit-fd {} cannot signal hang-up (not a pipe or socket); ignoring it", fd.as_raw_fd());
+                        None
+                    }
+                    Err(e) => {
+                        debug!("exit fd cannot be watched ({e}); treating as hung up");
+                        exit_fd_invalid = true;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+
+        let target = match target_pid {
+            Some(pid) => match sys::fd::pidfd_open(pid) {
+                Ok(fd) => {
+                    reg.register(
+                        &mut SourceFd(&fd.as_raw_fd()),
+                        Token::Target.to_mio(),
+                        Interest::READABLE,
+                    )
+                    .map_err(Error::Poll)?;
+                    Some(fd)
+                }
+                Err(e) => {
+                    debug!("cannot watch target process {pid}: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let epoch = std::time::Instant::now();
+        let stack = Stack::new(cfg, Instant::ZERO);
+        Ok(Runtime {
+            cfg,
+            poll,
+            tap,
+            stack,
+            _exit_fd: exit_fd,
+            exit_fd_invalid,
+            signals,
+            _target: target,
+            child,
+            epoch,
+            tap_readable: true,
+            tap_writable: true,
+        })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX))
+    }
+
+    /// Run until an exit condition. Errors are fatal (the tap is gone, epoll failed).
+    pub fn run(mut self) -> Result<Exit, Error> {
+        if self.exit_fd_invalid {
+            info!("exit fd is not open; exiting");
+            return Ok(Exit::ExitFd);
+        }
+        if let Some(exit) = self.reap_child() {
+            return Ok(exit);
+        }
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        let mut timeout = Some(StdDuration::ZERO);
+        loop {
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::Poll(e)),
+            }
+            for ev in events.iter() {
+                match Token::from_mio(ev.token()) {
+                    Some(Token::Tap) => {
+                        if ev.is_readable() || ev.is_error() || ev.is_read_closed() {
+                            self.tap_readable = true;
+                        }
+                        if ev.is_writable() {
+                            self.tap_writable = true;
+                        }
+                    }
+                    // Data on the exit fd means nothing (slirp4netns polls for POLLHUP only).
+                    Some(Token::ExitFd)
+                        if ev.is_read_closed() || ev.is_error() || ev.is_write_closed() =>
+                    {
+                        info!("exitfd event");
+                        return Ok(Exit::ExitFd);
+                    }
+                    Some(Token::ExitFd) => {}
+                    Some(Token::Signal) => {
+                        if let Some(exit) = self.on_signals() {
+                            return Ok(exit);
+                        }
+                    }
+                    Some(Token::Target) => {
+                        info!("target process exited; its network namespace is no longer served");
+                        return Ok(Exit::TargetExited);
+                    }
+                    None => {}
+                }
+            }
+            timeout = self.service()?;
+        }
+    }
+
+    /// One round of data-plane work. Returns the poll timeout.
+    fn service(&mut self) -> Result<Option<StdDuration>, Error> {
+        if self.tap_readable {
+            self.read_tap_batch()?;
+        }
+        let now = self.now();
+        let vhost_deadline = self.stack.on_timer(now);
+        self.stack.poll(now);
+        self.flush_tap()?;
+
+        if self.tap_readable {
+            return Ok(Some(StdDuration::ZERO));
+        }
+        let mut wait = MAX_SLEEP;
+        if let Some(d) = self.stack.poll_delay(now) {
+            wait = wait.min(StdDuration::from_micros(d.total_micros()));
+        }
+        if let Some(t) = vhost_deadline {
+            let d = t - now;
+            wait = wait.min(StdDuration::from_micros(d.total_micros()));
+        }
+        Ok(Some(wait))
+    }
+
+    fn tap_gone(&self, err: io::Error) -> Error {
+        Error::TapGone {
+            name: self.cfg.tap_name.clone(),
+            err,
+        }
+    }
+
+    fn read_tap_batch(&mut self) -> Result<(), Error> {
+        for _ in 0..RX_BATCH {
+            if !self.stack.device.tx_has_room() {
+                // The guest is not draining what we already owe it; let it catch up first.
+                return Ok(());
+            }
+            let mut buf = self.stack.device.rx_buffer();
+            match sys::tap::read_frame(self.tap.as_fd(), &mut buf) {
+                Ok(0) => {
+                    self.stack.device.recycle_rx(buf);
+                    return Err(self.tap_gone(io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(_) => {
+                    let now = self.now();
+                    self.stack.on_guest_frame(buf, now);
+                }
+                Err(e) => {
+                    self.stack.device.recycle_rx(buf);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => {
+                            self.tap_readable = false;
+                            return Ok(());
+                        }
+                        io::ErrorKind::Interrupted => continue,
+                        _ => return Err(self.tap_gone(e)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_tap(&mut self) -> Result<(), Error> {
+        if !self.tap_writable || self.stack.device.tx_pending() == 0 {
+            return Ok(());
+        }
+        let fd = self.tap.as_fd();
+        let mut blocked = false;
+        let r = self.stack.device.flush(|frame| {
+            let r = sys::tap::write_frame(fd, frame);
+            if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                blocked = true;
+            }
+            r
+        });
+        if blocked {
+            self.tap_writable = false;
+        }
+        match r {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBADFD)
+                    || e.raw_os_error() == Some(libc::ENODEV) =>
+            {
+                Err(self.tap_gone(e))
+            }
+            Err(e) => {
+                // E.g. EINVAL for a malformed frame or EIO while the link is down: the frame
+                // was dropped and counted; keep serving.
+                debug!("tap write: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    fn on_signals(&mut self) -> Option<Exit> {
+        loop {
+            match self.signals.read_signal() {
+                Ok(Some(info)) => {
+                    let Ok(sig) = Signal::try_from(i32::try_from(info.ssi_signo).unwrap_or(0))
+                    else {
+                        continue;
+                    };
+                    if TERMINATING.contains(&sig) {
+                        info!("received {sig}, exiting");
+                        return Some(Exit::Signal(sig));
+                    }
+                    if sig == Signal::SIGCHLD {
+                        if let Some(exit) = self.reap_child() {
+                            return Some(exit);
+                        }
+                    }
+                }
+                Ok(None) => return None,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    warn!("reading signals: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Reap children; report the `tapir run` command's exit.
+    fn reap_child(&mut self) -> Option<Exit> {
+        let child = self.child?;
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == child => {
+                    return Some(Exit::ChildExited(code));
+                }
+                Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                    return Some(Exit::ChildExited(128 + sig as i32));
+                }
+                Ok(WaitStatus::StillAlive) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// The stack (for tests and diagnostics).
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+/// Undo the signal mask the runtime installed (for code that runs after it, e.g. tests).
+pub fn unblock_signals() {
+    let mut mask = SigSet::empty();
+    for s in TERMINATING {
+        mask.add(s);
+    }
+    mask.add(Signal::SIGCHLD);
+    let _ = mask.thread_unblock();
+}

@@ -1,0 +1,485 @@
+//! Frames to the guest that are built outside smoltcp.
+//!
+//! # Theory of operation
+//!
+//! UDP and ICMP echo are proxied at frame level (see [`super::classify`]), so their replies,
+//! and the ICMP errors that report a failed host connect or an ICMP error received on a host
+//! socket, are built here with smoltcp's wire emitters into one reusable scratch buffer and
+//! handed to a callback (the runtime's transmit queue). Checksums are always computed.
+//!
+//! A UDP datagram larger than the guest's MTU is split into IPv4 fragments (the guest kernel
+//! reassembles them); IPv6 datagrams that do not fit are refused with [`EmitError::TooBig`]
+//! (rare: host replies larger than the MTU over IPv6).
+
+use std::net::{IpAddr, SocketAddr};
+
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4DstUnreachable,
+    Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable, Icmpv6Packet, Icmpv6Repr, IpAddress,
+    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr,
+};
+
+use crate::device::ETHERNET_HEADER_LEN;
+
+/// Hop limit of frames we originate (Linux's default).
+pub const HOP_LIMIT: u8 = 64;
+const IPV4_HEADER_LEN: usize = 20;
+const IPV6_HEADER_LEN: usize = 40;
+const UDP_HEADER_LEN: usize = 8;
+/// IPv6 minimum MTU: ICMPv6 errors quote at most this much (RFC 4443 §2.4).
+const IPV6_MIN_MTU: usize = 1280;
+
+/// Link-layer addressing of an emitted frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L2 {
+    /// Source MAC (the stack's).
+    pub src: EthernetAddress,
+    /// Destination MAC (the guest's).
+    pub dst: EthernetAddress,
+}
+
+/// Why a frame could not be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EmitError {
+    /// Does not fit the MTU and cannot be fragmented.
+    #[error("{0} bytes do not fit the MTU")]
+    TooBig(usize),
+    /// Source and destination are of different address families.
+    #[error("mixed address families")]
+    Family,
+    /// The packet to quote in an ICMP error could not be parsed.
+    #[error("unparsable packet to quote")]
+    BadQuote,
+}
+
+/// Kinds of destination-unreachable errors we report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Network unreachable (IPv6: no route).
+    Net,
+    /// Host unreachable (IPv6: address unreachable).
+    Host,
+    /// Port unreachable.
+    Port,
+}
+
+/// Builds frames into a reusable buffer.
+#[derive(Debug)]
+pub struct Emitter {
+    mtu: usize,
+    buf: Vec<u8>,
+    datagram: Vec<u8>,
+    ident: u16,
+}
+
+impl Emitter {
+    /// An emitter for an interface with IP MTU `mtu`.
+    pub fn new(mtu: usize) -> Self {
+        Emitter {
+            mtu,
+            buf: Vec::new(),
+            datagram: Vec::new(),
+            ident: 1,
+        }
+    }
+
+    fn frame(&mut self, l2: L2, ethertype: EthernetProtocol, ip_len: usize) -> &mut [u8] {
+        self.buf.clear();
+        self.buf.resize(ETHERNET_HEADER_LEN + ip_len, 0);
+        let mut f = EthernetFrame::new_unchecked(&mut self.buf[..]);
+        EthernetRepr {
+            src_addr: l2.src,
+            dst_addr: l2.dst,
+            ethertype,
+        }
+        .emit(&mut f);
+        &mut self.buf[ETHERNET_HEADER_LEN..]
+    }
+
+    /// A UDP datagram from `src` to `dst` (fragmented over IPv4 when larger than the MTU).
+    pub fn udp(
+        &mut self,
+        l2: L2,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        out: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), EmitError> {
+        let caps = ChecksumCapabilities::default();
+        let udp = UdpRepr {
+            src_port: src.port(),
+            dst_port: dst.port(),
+        };
+        let udp_len = UDP_HEADER_LEN + payload.len();
+        match (src.ip(), dst.ip()) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                if udp_len > usize::from(u16::MAX) - IPV4_HEADER_LEN {
+                    return Err(EmitError::TooBig(udp_len));
+                }
+                // The whole UDP datagram first (checksum covers all of it).
+                self.datagram.clear();
+                self.datagram.resize(udp_len, 0);
+                udp.emit(
+                    &mut UdpPacket::new_unchecked(&mut self.datagram[..]),
+                    &IpAddress::Ipv4(s),
+                    &IpAddress::Ipv4(d),
+                    payload.len(),
+                    |p| p.copy_from_slice(payload),
+                    &caps,
+                );
+                let ident = self.ident;
+                self.ident = self.ident.wrapping_add(1);
+                let max_chunk = (self.mtu.saturating_sub(IPV4_HEADER_LEN)) & !7;
+                if max_chunk == 0 {
+                    return Err(EmitError::TooBig(udp_len));
+                }
+                let datagram = std::mem::take(&mut self.datagram);
+                let mut offset = 0;
+                while offset < udp_len {
+                    let chunk = (udp_len - offset).min(max_chunk);
+                    let more = offset + chunk < udp_len;
+                    let ip = Ipv4Repr {
+                        src_addr: s,
+                        dst_addr: d,
+                        next_header: IpProtocol::Udp,
+                        payload_len: chunk,
+                        hop_limit: HOP_LIMIT,
+                    };
+                    let buf = self.frame(l2, EthernetProtocol::Ipv4, IPV4_HEADER_LEN + chunk);
+                    let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
+                    ip.emit(&mut p, &caps);
+                    p.set_ident(ident);
+                    p.set_more_frags(more);
+                    p.set_frag_offset(
+                        u16::try_from(offset).map_err(|_| EmitError::TooBig(udp_len))?,
+                    );
+                    p.payload_mut()
+                        .copy_from_slice(&datagram[offset..offset + chunk]);
+                    p.fill_checksum();
+                    out(&self.buf);
+                    offset += chunk;
+                }
+                self.datagram = datagram;
+                Ok(())
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                if IPV6_HEADER_LEN + udp_len > self.mtu {
+                    return Err(EmitError::TooBig(udp_len));
+                }
+                let ip = Ipv6Repr {
+                    src_addr: s,
+                    dst_addr: d,
+                    next_header: IpProtocol::Udp,
+                    payload_len: udp_len,
+                    hop_limit: HOP_LIMIT,
+                };
+                let buf = self.frame(l2, EthernetProtocol::Ipv6, IPV6_HEADER_LEN + udp_len);
+                let mut p = Ipv6Packet::new_unchecked(&mut buf[..]);
+                ip.emit(&mut p);
+                udp.emit(
+                    &mut UdpPacket::new_unchecked(p.payload_mut()),
+                    &IpAddress::Ipv6(s),
+                    &IpAddress::Ipv6(d),
+                    payload.len(),
+                    |b| b.copy_from_slice(payload),
+                    &caps,
+                );
+                out(&self.buf);
+                Ok(())
+            }
+            _ => Err(EmitError::Family),
+        }
+    }
+
+    /// An ICMP(v6) echo request (`request`) or reply.
+    #[allow(clippy::too_many_arguments)]
+    pub fn echo(
+        &mut self,
+        l2: L2,
+        request: bool,
+        src: IpAddr,
+        dst: IpAddr,
+        ident: u16,
+        seq_no: u16,
+        data: &[u8],
+        out: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), EmitError> {
+        let caps = ChecksumCapabilities::default();
+        match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let icmp = if request {
+                    Icmpv4Repr::EchoRequest {
+                        ident,
+                        seq_no,
+                        data,
+                    }
+                } else {
+                    Icmpv4Repr::EchoReply {
+                        ident,
+                        seq_no,
+                        data,
+                    }
+                };
+                self.ipv4(l2, s, d, IpProtocol::Icmp, icmp.buffer_len(), out, |b| {
+                    icmp.emit(&mut Icmpv4Packet::new_unchecked(b), &caps)
+                })
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let icmp = if request {
+                    Icmpv6Repr::EchoRequest {
+                        ident,
+                        seq_no,
+                        data,
+                    }
+                } else {
+                    Icmpv6Repr::EchoReply {
+                        ident,
+                        seq_no,
+                        data,
+                    }
+                };
+                self.ipv6(l2, s, d, IpProtocol::Icmpv6, icmp.buffer_len(), out, |b| {
+                    icmp.emit(&s, &d, &mut Icmpv6Packet::new_unchecked(b), &caps)
+                })
+            }
+            _ => Err(EmitError::Family),
+        }
+    }
+
+    /// A destination-unreachable error about `quoted` (an IP packet the guest sent), from the
+    /// address the guest tried to reach back to the guest.
+    pub fn unreachable(
+        &mut self,
+        l2: L2,
+        kind: Unreachable,
+        quoted: &[u8],
+        out: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), EmitError> {
+        let caps = ChecksumCapabilities::default();
+        let version = quoted.first().map(|b| b >> 4);
+        if version == Some(4) {
+            let p = Ipv4Packet::new_checked(quoted).map_err(|_| EmitError::BadQuote)?;
+            let header = Ipv4Repr::parse(&p, &ChecksumCapabilities::ignored())
+                .map_err(|_| EmitError::BadQuote)?;
+            let hl = usize::from(p.header_len());
+            let data = quoted.get(hl..(hl + 8).min(quoted.len())).unwrap_or(&[]);
+            let reason = match kind {
+                Unreachable::Net => Icmpv4DstUnreachable::NetUnreachable,
+                Unreachable::Host => Icmpv4DstUnreachable::HostUnreachable,
+                Unreachable::Port => Icmpv4DstUnreachable::PortUnreachable,
+            };
+            let icmp = Icmpv4Repr::DstUnreachable {
+                reason,
+                header,
+                data,
+            };
+            let (s, d) = (header.dst_addr, header.src_addr);
+            self.ipv4(l2, s, d, IpProtocol::Icmp, icmp.buffer_len(), out, |b| {
+                icmp.emit(&mut Icmpv4Packet::new_unchecked(b), &caps)
+            })
+        } else if version == Some(6) {
+            let p = Ipv6Packet::new_checked(quoted).map_err(|_| EmitError::BadQuote)?;
+            let header = Ipv6Repr::parse(&p).map_err(|_| EmitError::BadQuote)?;
+            let room = IPV6_MIN_MTU - IPV6_HEADER_LEN - 8 - IPV6_HEADER_LEN;
+            let end = quoted.len().min(IPV6_HEADER_LEN + room);
+            let data = quoted.get(IPV6_HEADER_LEN..end).unwrap_or(&[]);
+            let reason = match kind {
+                Unreachable::Net => Icmpv6DstUnreachable::NoRoute,
+                Unreachable::Host => Icmpv6DstUnreachable::AddrUnreachable,
+                Unreachable::Port => Icmpv6DstUnreachable::PortUnreachable,
+            };
+            let icmp = Icmpv6Repr::DstUnreachable {
+                reason,
+                header,
+                data,
+            };
+            let (s, d) = (header.dst_addr, header.src_addr);
+            self.ipv6(l2, s, d, IpProtocol::Icmpv6, icmp.buffer_len(), out, |b| {
+                icmp.emit(&s, &d, &mut Icmpv6Packet::new_unchecked(b), &caps)
+            })
+        } else {
+            Err(EmitError::BadQuote)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ipv4(
+        &mut self,
+        l2: L2,
+        s: std::net::Ipv4Addr,
+        d: std::net::Ipv4Addr,
+        proto: IpProtocol,
+        len: usize,
+        out: &mut dyn FnMut(&[u8]),
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), EmitError> {
+        if IPV4_HEADER_LEN + len > self.mtu {
+            return Err(EmitError::TooBig(len));
+        }
+        let ip = Ipv4Repr {
+            src_addr: s,
+            dst_addr: d,
+            next_header: proto,
+            payload_len: len,
+            hop_limit: HOP_LIMIT,
+        };
+        let buf = self.frame(l2, EthernetProtocol::Ipv4, IPV4_HEADER_LEN + len);
+        let mut p = Ipv4Packet::new_unchecked(&mut buf[..]);
+        ip.emit(&mut p, &ChecksumCapabilities::default());
+        fill(p.payload_mut());
+        out(&self.buf);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn ipv6(
+        &mut self,
+        l2: L2,
+        s: std::net::Ipv6Addr,
+        d: std::net::Ipv6Addr,
+        proto: IpProtocol,
+        len: usize,
+        out: &mut dyn FnMut(&[u8]),
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(), EmitError> {
+        if IPV6_HEADER_LEN + len > self.mtu {
+            return Err(EmitError::TooBig(len));
+        }
+        let ip = Ipv6Repr {
+            src_addr: s,
+            dst_addr: d,
+            next_header: proto,
+            payload_len: len,
+            hop_limit: HOP_LIMIT,
+        };
+        let buf = self.frame(l2, EthernetProtocol::Ipv6, IPV6_HEADER_LEN + len);
+        let mut p = Ipv6Packet::new_unchecked(&mut buf[..]);
+        ip.emit(&mut p);
+        fill(p.payload_mut());
+        out(&self.buf);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{Ipv4Packet, UdpPacket};
+
+    fn l2() -> L2 {
+        L2 {
+            src: EthernetAddress([0x52, 0x55, 10, 0, 2, 2]),
+            dst: EthernetAddress([2, 0, 0, 0, 0, 9]),
+        }
+    }
+
+    fn collect(f: impl FnOnce(&mut dyn FnMut(&[u8]))) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        f(&mut |b: &[u8]| v.push(b.to_vec()));
+        v
+    }
+
+    #[test]
+    fn udp_v4_checksums_verify() {
+        let mut e = Emitter::new(1500);
+        let frames = collect(|o| {
+            e.udp(
+                l2(),
+                "10.0.2.2:53".parse().unwrap(),
+                "10.0.2.100:4000".parse().unwrap(),
+                b"abc",
+                o,
+            )
+            .unwrap()
+        });
+        let f = EthernetFrame::new_checked(&frames[0][..]).unwrap();
+        assert_eq!(f.dst_addr(), l2().dst);
+        let ip = Ipv4Packet::new_checked(f.payload()).unwrap();
+        assert!(ip.verify_checksum());
+        let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+        assert!(udp.verify_checksum(
+            &IpAddress::Ipv4(ip.src_addr()),
+            &IpAddress::Ipv4(ip.dst_addr())
+        ));
+        assert_eq!(udp.payload(), b"abc");
+    }
+
+    #[test]
+    fn udp_v4_fragments_reassemble() {
+        let mut e = Emitter::new(1500);
+        let payload: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        let frames = collect(|o| {
+            e.udp(
+                l2(),
+                "10.0.2.2:53".parse().unwrap(),
+                "10.0.2.100:4000".parse().unwrap(),
+                &payload,
+                o,
+            )
+            .unwrap()
+        });
+        assert_eq!(frames.len(), 4);
+        let mut whole = vec![0u8; 8 + payload.len()];
+        for (i, fr) in frames.iter().enumerate() {
+            assert!(fr.len() <= 1514);
+            let ip = Ipv4Packet::new_checked(&fr[14..]).unwrap();
+            assert!(ip.verify_checksum());
+            assert_eq!(ip.more_frags(), i + 1 < frames.len());
+            let off = usize::from(ip.frag_offset());
+            whole[off..off + ip.payload().len()].copy_from_slice(ip.payload());
+        }
+        let udp = UdpPacket::new_checked(&whole[..]).unwrap();
+        assert!(udp.verify_checksum(
+            &IpAddress::Ipv4("10.0.2.2".parse().unwrap()),
+            &IpAddress::Ipv4("10.0.2.100".parse().unwrap())
+        ));
+        assert_eq!(udp.payload(), &payload[..]);
+    }
+
+    #[test]
+    fn udp_v6_too_big_is_refused() {
+        let mut e = Emitter::new(1500);
+        let r = e.udp(
+            l2(),
+            "[fd00::2]:53".parse().unwrap(),
+            "[fd00::5]:4000".parse().unwrap(),
+            &[0u8; 1500],
+            &mut |_| panic!("nothing emitted"),
+        );
+        assert_eq!(r, Err(EmitError::TooBig(1508)));
+    }
+
+    #[test]
+    fn unreachable_quotes_the_syn_and_swaps_addresses() {
+        let mut e = Emitter::new(1500);
+        // Build a "SYN" packet as the guest would have sent it: a UDP packet works as quote too.
+        let syn = collect(|o| {
+            e.udp(
+                l2(),
+                "10.0.2.100:4000".parse().unwrap(),
+                "192.0.2.7:80".parse().unwrap(),
+                b"x",
+                o,
+            )
+            .unwrap()
+        });
+        let quoted = syn[0][14..].to_vec();
+        let frames = collect(|o| e.unreachable(l2(), Unreachable::Host, &quoted, o).unwrap());
+        let ip = Ipv4Packet::new_checked(&frames[0][14..]).unwrap();
+        assert_eq!(
+            ip.src_addr(),
+            "192.0.2.7".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+        assert_eq!(
+            ip.dst_addr(),
+            "10.0.2.100".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        assert_eq!(icmp.msg_code(), 1, "host unreachable");
+        assert!(e
+            .unreachable(l2(), Unreachable::Net, &[0x45, 0], &mut |_| {})
+            .is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! The guest-facing network stack: virtual hosts plus a smoltcp `Interface`.
+//!
+//! # Theory of operation
+//!
+//! [`Stack`] is the only owner of smoltcp state. A frame from the guest first meets the
+//! [`vhost::VirtualHosts`] (ARP and NDP filtering, ICMP echo of the gateway and DNS addresses,
+//! DHCP, router advertisements); whatever they do not consume goes to the smoltcp interface,
+//! which runs with `any_ip` so that it can terminate connections to every destination the guest
+//! talks to. Its hardware address is the gateway's slirp4netns MAC (`52:55:` + N+2), its
+//! addresses are N+2 (and fd00::2 with IPv6), and default routes point at those addresses, which
+//! is what `any_ip` requires to accept foreign destinations.
+//!
+//! The stack never reads the clock: the runtime passes `smoltcp::time::Instant`s in. It never
+//! touches file descriptors: frames come and go through [`crate::device::Queues`].
+
+pub mod classify;
+pub mod emit;
+pub mod vhost;
+
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+
+use crate::config::{ipv6, mac_for_v4, Config};
+use crate::device::Queues;
+
+/// The network stack facing the guest.
+pub struct Stack {
+    /// smoltcp interface (any_ip, gateway identity).
+    pub iface: Interface,
+    /// smoltcp sockets of all proxied flows.
+    pub sockets: SocketSet<'static>,
+    /// Frame queues to and from the tap.
+    pub device: Queues,
+    /// Virtual hosts answered below smoltcp.
+    pub vhost: vhost::VirtualHosts,
+}
+
+impl Stack {
+    /// Build the stack for `cfg` at time `now`.
+    pub fn new(cfg: &Config, now: Instant) -> Self {
+        let mtu = usize::try_from(cfg.mtu).unwrap_or(crate::config::MAX_MTU as usize);
+        let mut device = Queues::new(mtu);
+        let mac = EthernetAddress(mac_for_v4(cfg.net.gateway()));
+        let mut icfg = IfaceConfig::new(HardwareAddress::Ethernet(mac));
+        icfg.random_seed = seed();
+        let mut iface = Interface::new(icfg, &mut device, now);
+        let gw = cfg.net.gateway();
+        iface.update_ip_addrs(|addrs| {
+            // Capacity is IFACE_MAX_ADDR_COUNT (2): exactly N+2 and fd00::2.
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(gw), cfg.net.prefix_len));
+            if cfg.ipv6 {
+                let _ = addrs.push(IpCidr::new(
+                    IpAddress::Ipv6(ipv6::GATEWAY),
+                    ipv6::PREFIX_LEN,
+                ));
+            }
+        });
+        // any_ip accepts a foreign destination only if a route to it goes through one of our own
+        // addresses: a default route via ourselves makes every destination ours.
+        let _ = iface.routes_mut().add_default_ipv4_route(gw);
+        if cfg.ipv6 {
+            let _ = iface.routes_mut().add_default_ipv6_route(ipv6::GATEWAY);
+        }
+        iface.set_any_ip(true);
+        Stack {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            device,
+            vhost: vhost::VirtualHosts::new(cfg.net, cfg.ipv6),
+        }
+    }
+
+    /// Feed one frame from the guest: the virtual hosts see it first; what they leave goes to the
+    /// smoltcp receive queue.
+    pub fn on_guest_frame(&mut self, mut frame: Vec<u8>, now: Instant) {
+        let device = &mut self.device;
+        let verdict = self
+            .vhost
+            .on_guest_frame(&mut frame, now_ms(now), &mut |reply| {
+                device.push_tx(reply);
+            });
+        match verdict {
+            vhost::Verdict::ToStack => self.device.push_rx(frame),
+            vhost::Verdict::Consumed => self.device.recycle_rx(frame),
+        }
+    }
+
+    /// Run smoltcp over everything queued. Returns whether socket state may have changed.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        let r = self.iface.poll(now, &mut self.device, &mut self.sockets);
+        r == smoltcp::iface::PollResult::SocketStateChanged
+    }
+
+    /// Run timers of the virtual hosts; returns their next deadline.
+    pub fn on_timer(&mut self, now: Instant) -> Option<Instant> {
+        let device = &mut self.device;
+        self.vhost
+            .on_timer(now_ms(now), &mut |reply| {
+                device.push_tx(reply);
+            })
+            .map(|ms| Instant::from_millis(i64::try_from(ms).unwrap_or(i64::MAX)))
+    }
+
+    /// How long until smoltcp needs to be polled again.
+    pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
+        self.iface.poll_delay(now, &self.sockets)
+    }
+}
+
+fn now_ms(now: Instant) -> u64 {
+    u64::try_from(now.total_millis()).unwrap_or(0)
+}
+
+/// A seed for smoltcp's initial sequence numbers and ports: not security-critical (the guest
+/// can see everything anyway), but must differ between runs.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}

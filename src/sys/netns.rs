@@ -1,0 +1,157 @@
+//! Run code inside another user + network namespace and bring back a file descriptor.
+//!
+//! # Theory of operation
+//!
+//! A process may only join a user namespace with `setns(2)` while it is single-threaded, and it
+//! cannot leave it again. tapir's main process must stay in the caller's namespaces (host sockets
+//! are opened there), so, like slirp4netns, it forks a short-lived child:
+//!
+//! 1. the parent opens the namespace files (so a missing `/proc/PID` is reported by the parent),
+//! 2. the child joins the user namespace (errors ignored: joining the namespace one is already in,
+//!    or the initial one as root, fails with `EINVAL` and is harmless), then the network
+//!    namespace (fatal), runs the caller's closure, and sends the resulting descriptor back over a
+//!    `SOCK_SEQPACKET` socket pair with `SCM_RIGHTS` (or an error message),
+//! 3. the parent reaps the child and returns the descriptor.
+//!
+//! Must be called while the process is single-threaded (before the event loop or any thread
+//! starts): the child runs arbitrary Rust code after `fork(2)`.
+
+use std::fs::File;
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{fork, ForkResult};
+
+/// Largest error message the child can send back.
+const MAX_CHILD_MESSAGE: usize = 1024;
+
+fn open_ns(path: &Path) -> Result<File, String> {
+    File::open(path).map_err(|e| format!("{}: {}", path.display(), strip_os_error(&e)))
+}
+
+/// `io::Error`'s Display adds " (os error N)"; slirp4netns prints plain `strerror` text.
+pub fn strip_os_error(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error ") {
+        Some(i) => s[..i].to_owned(),
+        None => s,
+    }
+}
+
+/// Fork a child that joins `userns` (if any) then `netns`, runs `f` there and returns the fd it
+/// produced. Errors are human-readable messages (from the child or about the child).
+pub fn call_in_namespaces<F>(userns: Option<&Path>, netns: &Path, f: F) -> Result<OwnedFd, String>
+where
+    F: FnOnce() -> Result<OwnedFd, String>,
+{
+    let user_file = userns.map(open_ns).transpose()?;
+    let net_file = open_ns(netns)?;
+    let (parent_sock, child_sock) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
+
+    // SAFETY: callers guarantee the process is single-threaded (module invariant), so the child
+    // may run ordinary Rust code; it leaves only through `_exit`, never returning into the caller.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(parent_sock);
+            let result = (|| {
+                if let Some(u) = &user_file {
+                    // EINVAL/EPERM here are expected when already inside (root, or same userns).
+                    let _ = setns(u.as_fd(), CloneFlags::CLONE_NEWUSER);
+                }
+                setns(net_file.as_fd(), CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("setns(CLONE_NEWNET): {}", e.desc()))?;
+                f()
+            })();
+            let code = match result {
+                Ok(fd) => {
+                    let fds = [fd.as_raw_fd()];
+                    let ok = sendmsg::<()>(
+                        child_sock.as_raw_fd(),
+                        &[IoSlice::new(b"\0")],
+                        &[ControlMessage::ScmRights(&fds)],
+                        MsgFlags::empty(),
+                        None,
+                    );
+                    i32::from(ok.is_err())
+                }
+                Err(msg) => {
+                    let mut bytes = vec![1u8];
+                    bytes.extend(msg.as_bytes().iter().take(MAX_CHILD_MESSAGE - 1));
+                    let _ = sendmsg::<()>(
+                        child_sock.as_raw_fd(),
+                        &[IoSlice::new(&bytes)],
+                        &[],
+                        MsgFlags::empty(),
+                        None,
+                    );
+                    1
+                }
+            };
+            // SAFETY: _exit is async-signal-safe and never returns; skipping atexit handlers and
+            // stdio flushing is intended (the parent owns those).
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(child_sock);
+            let mut buf = [0u8; MAX_CHILD_MESSAGE];
+            let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let received = {
+                let mut iov = [IoSliceMut::new(&mut buf)];
+                match recvmsg::<()>(
+                    parent_sock.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::MSG_CMSG_CLOEXEC,
+                ) {
+                    Ok(msg) => {
+                        let mut fd = None;
+                        if let Ok(cmsgs) = msg.cmsgs() {
+                            for c in cmsgs {
+                                if let ControlMessageOwned::ScmRights(fds) = c {
+                                    for raw in fds {
+                                        // SAFETY: SCM_RIGHTS just installed this fd in our table;
+                                        // nothing else owns it.
+                                        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                        fd.get_or_insert(owned);
+                                    }
+                                }
+                            }
+                        }
+                        Ok((msg.bytes, fd))
+                    }
+                    Err(e) => Err(format!("failed to receive tapfd from child: {e}")),
+                }
+            };
+            let status = loop {
+                match waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    other => break other,
+                }
+            };
+            let (n, fd) = received?;
+            match (fd, buf.first()) {
+                (Some(fd), Some(0)) => {
+                    if !matches!(status, Ok(WaitStatus::Exited(_, 0))) {
+                        return Err(format!("child failed({status:?})"));
+                    }
+                    Ok(fd)
+                }
+                (_, Some(1)) if n > 1 => Err(String::from_utf8_lossy(&buf[1..n]).into_owned()),
+                _ => Err(format!("child failed({status:?})")),
+            }
+        }
+    }
+}

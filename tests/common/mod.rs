@@ -1,0 +1,519 @@
+//! Integration-test harness: private namespaces, the real binary, real clients.
+//!
+//! Every topology lives inside a private "host" network namespace ([`HostNs`]) with only `lo`
+//! up, so nothing tapir forwards can leave the machine whatever the bug. The guest is another
+//! network namespace ([`Guest`]) created from inside the host namespace. tapir runs inside the
+//! host namespace and attaches to the guest, exactly as podman or rootlesskit would run it.
+//!
+//! Privileges:
+//! - as root: the host namespace is a plain `unshare -n` (netns only, initial user namespace), so
+//!   tapir runs as real root, or as the plain user `tapirtest` (via `setpriv`) for rootless
+//!   tests, with the guest in a user namespace that user owns;
+//! - as a plain user: the host namespace is `unshare -rn` and everything enters its user
+//!   namespace.
+//!
+//! When a prerequisite is missing the test prints `SKIP: <reason>` and returns, except under
+//! `CI=true`, where missing prerequisites are a failure (CI runs as root, so the tests must run).
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Name of the plain user that `.ci/run` creates for rootless tests.
+pub const TEST_USER: &str = "tapirtest";
+
+/// Path of the binary under test.
+pub fn tapir_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tapir"))
+}
+
+/// Whether we run under CI (skips become failures).
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| !v.is_empty() && v != "false")
+        .unwrap_or(false)
+}
+
+/// Skip (or, in CI, fail) with a reason.
+#[macro_export]
+macro_rules! require {
+    ($cond:expr, $($why:tt)*) => {
+        if !$cond {
+            let why = format!($($why)*);
+            if $crate::common::in_ci() {
+                panic!("prerequisite missing under CI: {why}");
+            }
+            eprintln!("SKIP: {why}");
+            return;
+        }
+    };
+}
+
+/// Whether the test process is root.
+pub fn is_root() -> bool {
+    // /proc/self/status "Uid:" line; no libc in tests.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Why namespace tests cannot run here, if they cannot.
+pub fn namespace_unavailable() -> Option<String> {
+    static R: OnceLock<Option<String>> = OnceLock::new();
+    R.get_or_init(|| {
+        for c in ["unshare", "nsenter", "ip", "setpriv"] {
+            if !have(c) {
+                return Some(format!("{c} not installed"));
+            }
+        }
+        let args: &[&str] = if is_root() {
+            &["-n", "true"]
+        } else {
+            &["-rn", "true"]
+        };
+        let ok = Command::new("unshare")
+            .args(args)
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            return Some("cannot create network namespaces (unshare failed)".into());
+        }
+        if std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .is_err()
+        {
+            return Some("/dev/net/tun cannot be opened".into());
+        }
+        None
+    })
+    .clone()
+}
+
+/// Whether a command-line tool is available (for optional clients like udhcpc).
+pub fn tool(cmd: &str) -> bool {
+    have(cmd)
+}
+
+/// uid and gid of the rootless test user, if it exists.
+pub fn test_user() -> Option<(u32, u32)> {
+    let out = Command::new("id").args(["-u", TEST_USER]).output().ok()?;
+    let gid = Command::new("id").args(["-g", TEST_USER]).output().ok()?;
+    if !out.status.success() || !gid.status.success() {
+        return None;
+    }
+    let p = |o: &Output| String::from_utf8_lossy(&o.stdout).trim().parse().ok();
+    Some((p(&out)?, p(&gid)?))
+}
+
+/// A scratch directory removed on drop, readable by the test user.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// Make a fresh directory under the system temp dir.
+    pub fn new(tag: &str) -> Scratch {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("tapir-test-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        let _ = Command::new("chmod").arg("777").arg(&p).status();
+        Scratch(p)
+    }
+    /// A path inside.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kill a child and reap it.
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Who runs a command inside the host namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum As {
+    /// Whoever runs the tests (root in CI).
+    Runner,
+    /// The plain user `tapirtest` (needs the runner to be root).
+    User,
+}
+
+/// The private host network namespace.
+pub struct HostNs {
+    holder: Child,
+    /// PID of the namespace holder.
+    pub pid: u32,
+    userns: bool,
+}
+
+impl HostNs {
+    /// Create it (lo up). Panics on failure: callers check [`namespace_unavailable`] first.
+    pub fn new() -> HostNs {
+        let userns = !is_root();
+        let mut c = Command::new("unshare");
+        if userns {
+            c.args(["-r", "-n", "-m", "--propagation", "private"]);
+        } else {
+            c.args(["-n", "-m", "--propagation", "private"]);
+        }
+        let holder = c
+            .args(["sleep", "3600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn host namespace holder");
+        let pid = holder.id();
+        let h = HostNs {
+            holder,
+            pid,
+            userns,
+        };
+        wait_until(Duration::from_secs(5), || h.ns_ready());
+        let out = h.sh(As::Runner, "ip link set lo up");
+        assert!(out.status.success(), "lo up: {out:?}");
+        h
+    }
+
+    fn ns_ready(&self) -> bool {
+        let mine = std::fs::read_link("/proc/self/ns/net").ok();
+        let theirs = std::fs::read_link(format!("/proc/{}/ns/net", self.pid)).ok();
+        theirs.is_some() && theirs != mine
+    }
+
+    /// A command that runs `prog` inside the host namespace as `who`.
+    pub fn cmd(&self, who: As, prog: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg("-t").arg(self.pid.to_string()).args(["-n", "-m"]);
+        if self.userns {
+            c.arg("-U");
+        }
+        if who == As::User {
+            let (uid, gid) = test_user().expect("test user");
+            c.args([
+                "setpriv",
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                "--",
+            ]);
+        }
+        c.arg(prog);
+        c
+    }
+
+    /// Run a shell snippet inside the host namespace and collect its output.
+    pub fn sh(&self, who: As, script: &str) -> Output {
+        self.cmd(who, "sh")
+            .args(["-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sh in host namespace")
+    }
+
+    /// Make a guest network namespace (created by `who`, so owned by that user's userns).
+    pub fn guest(&self, who: As) -> Guest {
+        let mut c = self.cmd(who, "unshare");
+        if who == As::User || self.userns {
+            // A user namespace of its own, as rootless podman/rootlesskit do.
+            c.args(["-r", "-n"]);
+        } else {
+            c.args(["-n"]);
+        }
+        let holder = c
+            .args(["sleep", "3600"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn guest holder");
+        // nsenter forks; find the sleep process whose parent chain is ours.
+        let pid = wait_for_descendant(holder.id(), "sleep");
+        let g = Guest {
+            holder,
+            pid,
+            owner: who,
+        };
+        wait_until(Duration::from_secs(5), || {
+            let host = std::fs::read_link(format!("/proc/{}/ns/net", self.pid)).ok();
+            let guest = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+            guest.is_some() && guest != host
+        });
+        g
+    }
+}
+
+impl Drop for HostNs {
+    fn drop(&mut self) {
+        kill(&mut self.holder);
+    }
+}
+
+/// Find the first descendant of `root` whose comm is `name` (waits up to 5 s).
+pub fn wait_for_descendant(root: u32, name: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut frontier = vec![root];
+        while let Some(p) = frontier.pop() {
+            let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+            if comm.trim() == name {
+                return p;
+            }
+            let children =
+                std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+            frontier.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        assert!(Instant::now() < deadline, "no {name} under pid {root}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The guest network namespace.
+pub struct Guest {
+    holder: Child,
+    /// PID of a process inside (the `sleep` holder).
+    pub pid: u32,
+    owner: As,
+}
+
+impl Guest {
+    /// Same, asserting success, returning stdout.
+    pub fn ok(&self, script: &str) -> String {
+        let out = self.sh_any(script);
+        assert!(
+            out.status.success(),
+            "guest `{script}` failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run inside the guest: with its user namespace when it has its own, else netns only.
+    pub fn sh_any(&self, script: &str) -> Output {
+        let own_userns = std::fs::read_link(format!("/proc/{}/ns/user", self.pid)).ok()
+            != std::fs::read_link("/proc/self/ns/user").ok();
+        let mut c = Command::new("nsenter");
+        c.arg("-t").arg(self.pid.to_string()).arg("-n");
+        if own_userns {
+            // Become the namespace's root (the owner's uid), so tools like ping can setuid.
+            c.arg("-U");
+        }
+        c.args(["sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sh in guest")
+    }
+
+    /// Path of the guest's network namespace file.
+    pub fn netns_path(&self) -> String {
+        format!("/proc/{}/ns/net", self.pid)
+    }
+
+    /// Path of the guest's user namespace file.
+    pub fn userns_path(&self) -> String {
+        format!("/proc/{}/ns/user", self.pid)
+    }
+
+    /// Who created it.
+    pub fn owner(&self) -> As {
+        self.owner
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        kill(&mut self.holder);
+    }
+}
+
+/// A running tapir.
+pub struct Tapir {
+    /// The process (nsenter, which execs setpriv/tapir in turn).
+    pub child: Child,
+    /// Scratch directory with `ready` (the ready-fd file) and logs.
+    pub dir: Scratch,
+}
+
+/// Copy the binary somewhere the test user can execute it.
+pub fn shared_bin() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tapir-test-bin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dst = dir.join("tapir");
+        std::fs::copy(tapir_bin(), &dst).unwrap();
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("755")
+            .arg(&dir)
+            .status();
+        dst
+    })
+    .clone()
+}
+
+impl Tapir {
+    /// Start tapir inside `host` as `who` with `args`; fd 3 is the ready file, fd 4 (if
+    /// `exit_pipe`) is the read end of the returned child's stdin pipe.
+    pub fn spawn(host: &HostNs, who: As, args: &[&str], exit_pipe: bool) -> Tapir {
+        let dir = Scratch::new("tapir");
+        let ready = dir.path("ready");
+        let mut script = format!(
+            "exec {} -r 3 {} 3>{}",
+            shell_quote(&shared_bin().to_string_lossy()),
+            args.iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" "),
+            shell_quote(&ready.to_string_lossy())
+        );
+        if exit_pipe {
+            script = script.replacen(" -r 3 ", " -r 3 -e 4 ", 1) + " 4<&0";
+        }
+        let child = host
+            .cmd(who, "sh")
+            .args(["-c", &script])
+            .stdin(if exit_pipe {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.path("stdout")).unwrap(),
+            ))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path("stderr")).unwrap(),
+            ))
+            .spawn()
+            .expect("spawn tapir");
+        Tapir { child, dir }
+    }
+
+    /// Wait for the ready byte; panics with the logs if tapir dies or times out.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(s) = std::fs::read(self.dir.path("ready")) {
+                if !s.is_empty() {
+                    assert_eq!(s, b"1", "ready fd must receive exactly the byte '1'");
+                    return;
+                }
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("tapir exited before ready ({st}):\n{}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tapir not ready in 10 s:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// stdout and stderr so far.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- stdout\n{}--- stderr\n{}",
+            std::fs::read_to_string(self.dir.path("stdout")).unwrap_or_default(),
+            std::fs::read_to_string(self.dir.path("stderr")).unwrap_or_default()
+        )
+    }
+
+    /// Wait for exit with a timeout; returns the exit code (None if killed by a signal).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st.code());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// PID of the tapir process itself (nsenter/setpriv exec into it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Tapir {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// Quote for sh.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Poll `f` until true or panic after `timeout`.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met in {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Run tapir (no namespaces) with args; returns (code, stdout, stderr).
+pub fn run_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(tapir_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tapir");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Read a whole file from a path, for assertions.
+pub fn read(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
