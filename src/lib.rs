@@ -25,6 +25,7 @@ pub mod device;
 pub mod error;
 pub mod logger;
 pub mod nat;
+pub mod proxy;
 pub mod runtime;
 pub mod stack;
 pub mod sys;

@@ -36,6 +36,7 @@ use smoltcp::time::Instant;
 
 use crate::config::Config;
 use crate::device::RX_BATCH;
+use crate::proxy::{self, Proxy};
 use crate::stack::Stack;
 use crate::sys;
 
@@ -116,6 +117,7 @@ pub struct Runtime<'c> {
     poll: Poll,
     tap: OwnedFd,
     stack: Stack,
+    proxy: Proxy,
     /// Kept open (and registered) for the loop's lifetime.
     _exit_fd: Option<OwnedFd>,
     exit_fd_invalid: bool,
@@ -126,6 +128,7 @@ pub struct Runtime<'c> {
     epoch: std::time::Instant,
     tap_readable: bool,
     tap_writable: bool,
+    next_expiry_ms: u64,
 }
 
 /// Signals that end the process cleanly.
@@ -215,11 +218,17 @@ impl<'c> Runtime<'c> {
 
         let epoch = std::time::Instant::now();
         let stack = Stack::new(cfg, Instant::ZERO);
+        match sys::net::raise_fd_limit() {
+            Ok(n) => debug!("fd limit {n}"),
+            Err(e) => warn!("cannot raise the fd limit: {e}"),
+        }
+        let proxy = Proxy::new(cfg);
         Ok(Runtime {
             cfg,
             poll,
             tap,
             stack,
+            proxy,
             _exit_fd: exit_fd,
             exit_fd_invalid,
             signals,
@@ -228,7 +237,12 @@ impl<'c> Runtime<'c> {
             epoch,
             tap_readable: true,
             tap_writable: true,
+            next_expiry_ms: 0,
         })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn now(&self) -> Instant {
@@ -279,7 +293,19 @@ impl<'c> Runtime<'c> {
                         info!("target process exited; its network namespace is no longer served");
                         return Ok(Exit::TargetExited);
                     }
-                    None => {}
+                    None => {
+                        if let Some(id) = proxy::token_flow(ev.token()) {
+                            let now_ms = self.now_ms();
+                            self.proxy.on_host_event(
+                                &mut self.stack,
+                                id,
+                                ev.is_readable() || ev.is_read_closed(),
+                                ev.is_writable() || ev.is_write_closed(),
+                                ev.is_error(),
+                                now_ms,
+                            );
+                        }
+                    }
                 }
             }
             timeout = self.service()?;
@@ -292,8 +318,19 @@ impl<'c> Runtime<'c> {
             self.read_tap_batch()?;
         }
         let now = self.now();
+        let now_ms = self.now_ms();
         let vhost_deadline = self.stack.on_timer(now);
+        // Ingress first (frames just read, ACKs that free send space), then move bytes between
+        // smoltcp and host sockets, then egress what that produced.
         self.stack.poll(now);
+        self.proxy.after_poll(&mut self.stack, now_ms);
+        self.stack.poll(now);
+        if now_ms >= self.next_expiry_ms {
+            self.next_expiry_ms = self
+                .proxy
+                .on_timer(now_ms)
+                .unwrap_or(now_ms + MAX_SLEEP.as_millis() as u64);
+        }
         self.flush_tap()?;
 
         if self.tap_readable {
@@ -307,6 +344,9 @@ impl<'c> Runtime<'c> {
             let d = t - now;
             wait = wait.min(StdDuration::from_micros(d.total_micros()));
         }
+        wait = wait.min(StdDuration::from_millis(
+            self.next_expiry_ms.saturating_sub(now_ms),
+        ));
         Ok(Some(wait))
     }
 
@@ -331,7 +371,19 @@ impl<'c> Runtime<'c> {
                 }
                 Ok(_) => {
                     let now = self.now();
-                    self.stack.on_guest_frame(buf, now);
+                    let now_ms = self.now_ms();
+                    if self.stack.filter_guest_frame(&mut buf, now)
+                        && self.proxy.on_guest_frame(
+                            &mut self.stack,
+                            self.poll.registry(),
+                            &buf,
+                            now_ms,
+                        )
+                    {
+                        self.stack.device.push_rx(buf);
+                    } else {
+                        self.stack.device.recycle_rx(buf);
+                    }
                 }
                 Err(e) => {
                     self.stack.device.recycle_rx(buf);
@@ -430,6 +482,11 @@ impl<'c> Runtime<'c> {
     /// The stack (for tests and diagnostics).
     pub fn stack(&self) -> &Stack {
         &self.stack
+    }
+
+    /// The flows (for tests and diagnostics).
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
     }
 }
 

@@ -7,8 +7,8 @@
 //! UDP datagrams and ICMP echo requests are proxied at frame level without smoltcp at all (one
 //! host socket per guest endpoint, replies built by [`super::emit`]). [`classify`] parses the
 //! frame through smoltcp's checked wire types and says which case it is; it never modifies the
-//! frame and never panics. Fragmented IPv4 packets are reported as [`Guest::Fragment`] (they
-//! are not reassembled).
+//! frame and never panics. Fragmented IPv4 packets are reported as [`Guest::Fragment`] for
+//! [`super::reassembly`].
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -54,7 +54,7 @@ pub enum Guest<'a> {
         /// Echo payload.
         data: &'a [u8],
     },
-    /// A fragment of a larger IPv4 datagram (not reassembled).
+    /// A fragment of a larger IPv4 datagram.
     Fragment,
     /// Anything else: for smoltcp (or already handled by the virtual hosts).
     Other,

@@ -15,6 +15,7 @@
 
 pub mod classify;
 pub mod emit;
+pub mod reassembly;
 pub mod vhost;
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
@@ -71,18 +72,23 @@ impl Stack {
         }
     }
 
-    /// Feed one frame from the guest: the virtual hosts see it first; what they leave goes to the
-    /// smoltcp receive queue.
-    pub fn on_guest_frame(&mut self, mut frame: Vec<u8>, now: Instant) {
+    /// Let the virtual hosts see a guest frame first (they may answer it and may rewrite its
+    /// destination MAC). Returns true if the frame goes on (to the proxies, then smoltcp).
+    pub fn filter_guest_frame(&mut self, frame: &mut [u8], now: Instant) -> bool {
         let device = &mut self.device;
-        let verdict = self
-            .vhost
-            .on_guest_frame(&mut frame, now_ms(now), &mut |reply| {
-                device.push_tx(reply);
-            });
-        match verdict {
-            vhost::Verdict::ToStack => self.device.push_rx(frame),
-            vhost::Verdict::Consumed => self.device.recycle_rx(frame),
+        let verdict = self.vhost.on_guest_frame(frame, now_ms(now), &mut |reply| {
+            device.push_tx(reply);
+        });
+        verdict == vhost::Verdict::ToStack
+    }
+
+    /// Feed one frame from the guest through the virtual hosts straight to smoltcp (no proxies;
+    /// for tests and tools).
+    pub fn on_guest_frame(&mut self, mut frame: Vec<u8>, now: Instant) {
+        if self.filter_guest_frame(&mut frame, now) {
+            self.device.push_rx(frame);
+        } else {
+            self.device.recycle_rx(frame);
         }
     }
 

@@ -19,6 +19,7 @@
 
 pub mod fd;
 pub mod ifconfig;
+pub mod net;
 pub mod netns;
 pub mod tap;
 pub mod userns;

@@ -1,0 +1,266 @@
+//! ICMP echo flows through unprivileged "ping" sockets.
+//!
+//! # Theory of operation
+//!
+//! Echo requests to the virtual hosts are answered by [`crate::stack::vhost`]; every other echo
+//! request gets a host `SOCK_DGRAM`/`IPPROTO_ICMP` socket per (guest address, echo identifier)
+//! (no raw sockets, no privileges: the host must list the user's group in
+//! `net.ipv4.ping_group_range`, which Debian and Fedora do by default). The kernel rewrites the
+//! identifier to the socket's own; replies are mapped back to the guest's identifier and built as
+//! frames, with the remote (translated back) as their source. When the host refuses ping sockets
+//! the request is dropped, and the caller logs that once.
+//!
+//! Flows expire after [`IDLE_TIMEOUT_MS`] without a request or reply.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use log::debug;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr};
+
+use super::{flow_token, new_entry, Env, Flow as AnyFlow};
+use crate::nat::{FlowId, Key, Proto, Table};
+use crate::stack::emit::L2;
+use crate::stack::Stack;
+use crate::sys;
+
+/// Idle lifetime of an echo flow.
+pub const IDLE_TIMEOUT_MS: u64 = 10_000;
+/// Largest echo message read from a host socket.
+const MAX_ECHO: usize = 65_535;
+/// Replies relayed per pass.
+const DRAIN_BATCH: usize = 64;
+
+/// One echo flow.
+pub struct Flow {
+    sock: UdpSocket,
+    guest: IpAddr,
+    ident: u16,
+    l2: L2,
+    readable: bool,
+    /// (host target, address the guest pinged).
+    peers: Vec<(IpAddr, IpAddr)>,
+    active_ms: u64,
+}
+
+/// An echo request from the guest. Returns false if ping sockets are unavailable on this host.
+#[allow(clippy::too_many_arguments)]
+pub fn on_guest_echo(
+    env: &mut Env<'_>,
+    table: &mut Table,
+    flows: &mut Vec<Option<AnyFlow>>,
+    registry: &Registry,
+    l2: L2,
+    src: IpAddr,
+    dst: IpAddr,
+    ident: u16,
+    seq: u16,
+    data: &[u8],
+) -> bool {
+    let target = match env
+        .rules
+        .outbound(Proto::Icmp, SocketAddr::new(dst, 0), &env.ns)
+    {
+        Ok(t) => t.ip(),
+        Err(refusal) => {
+            env.counters.refused += 1;
+            debug!("icmp {src} -> {dst} refused: {refusal}");
+            return true;
+        }
+    };
+    let key = Key::icmp(src, ident);
+    let id = match table.lookup(&key) {
+        Some(id) => id,
+        None => {
+            let id = match table.insert(new_entry(key, SocketAddr::new(target, 0), env.now_ms)) {
+                Ok(id) => id,
+                Err(full) => {
+                    debug!("icmp {src}: {full}");
+                    return true;
+                }
+            };
+            let sock = match sys::net::icmp_socket(src.is_ipv6(), env.source_for(target)) {
+                Ok(s) => s,
+                Err(e) => {
+                    table.remove(id);
+                    debug!("icmp: ping socket: {e}");
+                    return !matches!(
+                        e.raw_os_error(),
+                        Some(
+                            libc::EACCES | libc::EPERM | libc::EPROTONOSUPPORT | libc::EAFNOSUPPORT
+                        )
+                    );
+                }
+            };
+            if registry
+                .register(
+                    &mut SourceFd(&sock.as_raw_fd()),
+                    flow_token(id),
+                    Interest::READABLE,
+                )
+                .is_err()
+            {
+                table.remove(id);
+                return true;
+            }
+            env.counters.created[2] += 1;
+            super::Proxy::store_flow(
+                flows,
+                id,
+                AnyFlow::Icmp(Flow {
+                    sock,
+                    guest: src,
+                    ident,
+                    l2,
+                    readable: false,
+                    peers: Vec::new(),
+                    active_ms: env.now_ms,
+                }),
+            );
+            id
+        }
+    };
+    let Some(Some(AnyFlow::Icmp(flow))) = flows.get_mut(id) else {
+        return true;
+    };
+    if target.is_ipv6() != src.is_ipv6() {
+        return true;
+    }
+    if !flow.peers.iter().any(|(t, _)| *t == target) {
+        if flow.peers.len() >= super::udp::MAX_PEERS {
+            flow.peers.remove(0);
+        }
+        flow.peers.push((target, dst));
+    }
+    flow.active_ms = env.now_ms;
+    // The kernel fills in the identifier and the checksum.
+    let mut msg = Vec::with_capacity(8 + data.len());
+    msg.push(if src.is_ipv6() { 128 } else { 8 });
+    msg.extend_from_slice(&[0, 0, 0, 0, 0]);
+    msg.extend_from_slice(&seq.to_be_bytes());
+    msg.extend_from_slice(data);
+    match flow.sock.send_to(&msg, SocketAddr::new(target, 0)) {
+        Ok(_) => {
+            if let Some(e) = table.get_mut(id) {
+                e.bytes_out += data.len() as u64;
+                e.active_ms = env.now_ms;
+            }
+        }
+        Err(e) => {
+            debug!("icmp flow {id}: send to {target}: {e}");
+            env.counters.dropped += 1;
+        }
+    }
+    true
+}
+
+impl Flow {
+    /// Readiness of the host socket. Returns true when the flow is finished.
+    pub fn on_host_event(
+        &mut self,
+        env: &mut Env<'_>,
+        stack: &mut Stack,
+        table: &mut Table,
+        id: FlowId,
+        readable: bool,
+    ) -> bool {
+        self.readable |= readable;
+        self.drain(env, stack, table, id)
+    }
+
+    /// Relay echo replies while the guest queue has room.
+    pub fn drain(
+        &mut self,
+        env: &mut Env<'_>,
+        stack: &mut Stack,
+        table: &mut Table,
+        id: FlowId,
+    ) -> bool {
+        if !self.readable {
+            return false;
+        }
+        if env.buf.len() < MAX_ECHO {
+            env.buf.resize(MAX_ECHO, 0);
+        }
+        for _ in 0..DRAIN_BATCH {
+            if !stack.device.tx_has_room() {
+                return false;
+            }
+            match self.sock.recv_from(env.buf) {
+                Ok((n, from)) => {
+                    let msg = &env.buf[..n];
+                    let parsed = if self.guest.is_ipv6() {
+                        Icmpv6Packet::new_checked(msg).ok().and_then(|p| {
+                            // Checksums are verified by the kernel; parse without them.
+                            let any = std::net::Ipv6Addr::UNSPECIFIED;
+                            match Icmpv6Repr::parse(
+                                &any,
+                                &any,
+                                &p,
+                                &ChecksumCapabilities::ignored(),
+                            ) {
+                                Ok(Icmpv6Repr::EchoReply { seq_no, data, .. }) => {
+                                    Some((seq_no, data))
+                                }
+                                _ => None,
+                            }
+                        })
+                    } else {
+                        Icmpv4Packet::new_checked(msg).ok().and_then(|p| {
+                            match Icmpv4Repr::parse(&p, &ChecksumCapabilities::ignored()) {
+                                Ok(Icmpv4Repr::EchoReply { seq_no, data, .. }) => {
+                                    Some((seq_no, data))
+                                }
+                                _ => None,
+                            }
+                        })
+                    };
+                    let Some((seq, data)) = parsed else { continue };
+                    let remote = from.ip();
+                    let src = self
+                        .peers
+                        .iter()
+                        .find(|(t, _)| *t == remote)
+                        .map(|(_, g)| *g)
+                        .unwrap_or_else(|| env.rules.inbound(from, false, &env.ns).ip());
+                    let (l2, guest, ident) = (self.l2, self.guest, self.ident);
+                    let len = data.len() as u64;
+                    if env
+                        .emitter
+                        .echo(l2, false, src, guest, ident, seq, data, &mut |f| {
+                            stack.device.push_tx(f);
+                        })
+                        .is_err()
+                    {
+                        env.counters.dropped += 1;
+                    }
+                    self.active_ms = env.now_ms;
+                    if let Some(e) = table.get_mut(id) {
+                        e.bytes_in += len;
+                        e.active_ms = env.now_ms;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("icmp flow {id}: recv: {e}");
+                    self.readable = false;
+                    break;
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether the flow has been idle too long.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.active_ms) >= IDLE_TIMEOUT_MS
+    }
+}

@@ -1,0 +1,415 @@
+//! Flows: every guest connection carried on a host socket.
+//!
+//! # Theory of operation
+//!
+//! [`Proxy`] owns the NAT [`Table`] and one [`Flow`] per entry (same index). Guest frames reach
+//! it after the virtual hosts ([`Proxy::on_guest_frame`]):
+//!
+//! - a TCP SYN for an unknown (guest, remote) pair becomes a non-blocking host `connect()` plus a
+//!   smoltcp socket listening on exactly that remote endpoint with its SYN-ACK paused
+//!   ("connect before accept"); the SYN then goes on to smoltcp, which parks it in SYN-RECEIVED.
+//!   When the host connect succeeds the SYN-ACK is released; when it fails the guest gets RST
+//!   (refused) or an ICMP error (unreachable), never a connection the host side does not have.
+//! - UDP datagrams and ICMP echo requests never enter smoltcp: they go straight to a host socket
+//!   per guest endpoint, and replies are built as frames by [`Emitter`].
+//!
+//! The runtime calls [`Proxy::on_host_event`] for readiness of host sockets and
+//! [`Proxy::after_poll`] after every smoltcp poll, which moves bytes between smoltcp sockets and
+//! host sockets within the space both sides have (back-pressure instead of buffering: a full
+//! smoltcp send buffer stops reads from the host, an unwritable host socket leaves data in the
+//! smoltcp receive buffer, which shrinks the window advertised to the guest).
+//! [`Proxy::on_timer`] expires idle UDP and ICMP flows.
+//!
+//! Host sockets are registered with the runtime's mio registry under [`flow_token`] of their
+//! flow id; that is the only way this module touches the event loop.
+
+pub mod icmp;
+pub mod tcp;
+pub mod udp;
+
+use std::net::{IpAddr, SocketAddr};
+
+use log::{debug, warn};
+use mio::Registry;
+use smoltcp::iface::SocketHandle;
+use smoltcp::wire::EthernetAddress;
+
+use crate::config::{Config, Outbound};
+use crate::nat::resolv::{Nameservers, Resolvers, RESOLV_CONF};
+use crate::nat::{FlowId, Proto, Rules, Table};
+use crate::stack::classify::{self, Guest};
+use crate::stack::emit::{Emitter, L2};
+use crate::stack::reassembly::Reassembler;
+use crate::stack::Stack;
+use crate::sys;
+
+/// First mio token value used for flows (lower values are the runtime's own).
+pub const FLOW_TOKEN_BASE: usize = 1 << 20;
+
+/// The mio token of flow `id`.
+pub fn flow_token(id: FlowId) -> mio::Token {
+    mio::Token(FLOW_TOKEN_BASE + id)
+}
+
+/// The flow id of a mio token, if it is a flow token.
+pub fn token_flow(t: mio::Token) -> Option<FlowId> {
+    t.0.checked_sub(FLOW_TOKEN_BASE)
+}
+
+/// One proxied flow.
+pub enum Flow {
+    /// TCP (smoltcp socket + host stream).
+    Tcp(tcp::Flow),
+    /// UDP (host socket per guest endpoint).
+    Udp(udp::Flow),
+    /// ICMP echo (host ping socket per guest identifier).
+    Icmp(icmp::Flow),
+}
+
+/// Counters for logs and the API.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Flows created, by protocol (tcp, udp, icmp).
+    pub created: [u64; 3],
+    /// Guest packets refused by the translation rules.
+    pub refused: u64,
+    /// Datagrams dropped (send failures, no upstream, oversize replies).
+    pub dropped: u64,
+    /// IPv4 fragments from the guest (reassembled before proxying).
+    pub fragments: u64,
+}
+
+/// Shared state the protocol handlers need besides their own flow.
+pub struct Env<'a> {
+    /// Translation rules.
+    pub rules: &'a Rules,
+    /// Current upstream nameservers.
+    pub ns: Nameservers,
+    /// Frame builder.
+    pub emitter: &'a mut Emitter,
+    /// Source address for outbound host sockets, by family.
+    pub outbound: (Option<IpAddr>, Option<IpAddr>),
+    /// Counters.
+    pub counters: &'a mut Counters,
+    /// Runtime clock, milliseconds.
+    pub now_ms: u64,
+    /// Scratch buffer for datagrams read from host sockets (shared, so idle flows own none).
+    pub buf: &'a mut Vec<u8>,
+}
+
+impl Env<'_> {
+    /// Outbound source address for a destination's family.
+    pub fn source_for(&self, dst: IpAddr) -> Option<IpAddr> {
+        match dst {
+            IpAddr::V4(_) => self.outbound.0,
+            IpAddr::V6(_) => self.outbound.1,
+        }
+    }
+}
+
+/// All flows and the policy they follow.
+pub struct Proxy {
+    rules: Rules,
+    resolvers: Resolvers,
+    table: Table,
+    flows: Vec<Option<Flow>>,
+    emitter: Emitter,
+    stack_mac: EthernetAddress,
+    outbound: (Option<IpAddr>, Option<IpAddr>),
+    counters: Counters,
+    epoch: std::time::Instant,
+    icmp_warned: bool,
+    /// smoltcp sockets of closed TCP flows, removed after the next poll (so a pending RST or
+    /// final ACK still goes out).
+    graveyard: Vec<SocketHandle>,
+    buf: Vec<u8>,
+    reassembler: Reassembler,
+}
+
+/// How often idle UDP/ICMP flows are looked for.
+const EXPIRY_CHECK_MS: u64 = 1000;
+
+fn resolve_outbound<A: Into<IpAddr> + Copy>(o: &Option<Outbound<A>>, v6: bool) -> Option<IpAddr> {
+    match o {
+        None => None,
+        Some(Outbound::Addr(a)) => Some((*a).into()),
+        Some(Outbound::Interface(name)) => match sys::net::interface_addr(name, v6) {
+            Ok(Some(a)) => Some(a),
+            Ok(None) => {
+                warn!(
+                    "interface {name} has no IPv{} address; outbound sockets are not bound",
+                    if v6 { 6 } else { 4 }
+                );
+                None
+            }
+            Err(e) => {
+                warn!("cannot list interface addresses: {e}");
+                None
+            }
+        },
+    }
+}
+
+impl Proxy {
+    /// Build from the configuration (resolves `--outbound-addr=IFNAME` now).
+    pub fn new(cfg: &Config) -> Self {
+        let mtu = usize::try_from(cfg.mtu).unwrap_or(1500);
+        Proxy {
+            rules: Rules::new(cfg),
+            resolvers: Resolvers::new(RESOLV_CONF),
+            table: Table::new(),
+            flows: Vec::new(),
+            emitter: Emitter::new(mtu),
+            stack_mac: EthernetAddress(crate::config::mac_for_v4(cfg.net.gateway())),
+            outbound: (
+                resolve_outbound(&cfg.outbound_addr, false),
+                resolve_outbound(&cfg.outbound_addr6, true),
+            ),
+            counters: Counters::default(),
+            epoch: std::time::Instant::now(),
+            icmp_warned: false,
+            graveyard: Vec::new(),
+            buf: Vec::new(),
+            reassembler: Reassembler::new(),
+        }
+    }
+
+    /// The NAT table (read-only).
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    fn env(
+        &mut self,
+        now_ms: u64,
+    ) -> (
+        Env<'_>,
+        &mut Table,
+        &mut Vec<Option<Flow>>,
+        &mut Vec<SocketHandle>,
+    ) {
+        let ns = self
+            .resolvers
+            .get(self.epoch + std::time::Duration::from_millis(now_ms));
+        (
+            Env {
+                rules: &self.rules,
+                ns,
+                emitter: &mut self.emitter,
+                outbound: self.outbound,
+                counters: &mut self.counters,
+                now_ms,
+                buf: &mut self.buf,
+            },
+            &mut self.table,
+            &mut self.flows,
+            &mut self.graveyard,
+        )
+    }
+
+    pub(crate) fn store_flow(flows: &mut Vec<Option<Flow>>, id: FlowId, flow: Flow) {
+        if flows.len() <= id {
+            flows.resize_with(id + 1, || None);
+        }
+        flows[id] = Some(flow);
+    }
+
+    /// A guest frame that the virtual hosts passed on. Returns true if smoltcp should see it.
+    pub fn on_guest_frame(
+        &mut self,
+        stack: &mut Stack,
+        registry: &Registry,
+        frame: &[u8],
+        now_ms: u64,
+    ) -> bool {
+        let kind = classify::classify(frame);
+        if matches!(kind, Guest::Other) {
+            return true;
+        }
+        let Some(guest_mac) = classify::source_mac(frame) else {
+            return true;
+        };
+        let l2 = L2 {
+            src: self.stack_mac,
+            dst: guest_mac,
+        };
+        let (mut env, table, flows, _) = self.env(now_ms);
+        let mut icmp_unavailable = false;
+        let pass = match kind {
+            Guest::TcpSyn { src, dst, packet } => tcp::on_guest_syn(
+                &mut env, table, flows, stack, registry, l2, src, dst, packet,
+            ),
+            Guest::Udp {
+                src,
+                dst,
+                payload,
+                packet,
+            } => {
+                udp::on_guest_datagram(
+                    &mut env, table, flows, stack, registry, l2, src, dst, payload, packet,
+                );
+                false
+            }
+            Guest::EchoRequest {
+                src,
+                dst,
+                ident,
+                seq,
+                data,
+            } => {
+                icmp_unavailable = !icmp::on_guest_echo(
+                    &mut env, table, flows, registry, l2, src, dst, ident, seq, data,
+                );
+                false
+            }
+            Guest::Fragment => {
+                env.counters.fragments += 1;
+                let eth = crate::device::ETHERNET_HEADER_LEN;
+                if let Some(whole) = frame
+                    .get(eth..)
+                    .and_then(|packet| self.reassembler.push(packet, now_ms))
+                {
+                    let mut f = Vec::with_capacity(eth + whole.len());
+                    f.extend_from_slice(&frame[..eth]);
+                    f.extend_from_slice(&whole);
+                    if self.on_guest_frame(stack, registry, &f, now_ms) {
+                        stack.device.push_rx(f);
+                    }
+                }
+                return false;
+            }
+            Guest::Other => true,
+        };
+        if icmp_unavailable && !self.icmp_warned {
+            warn!(
+                "ICMP echo to external hosts is unavailable: the host does not allow unprivileged \
+                 ICMP sockets for this user (see net.ipv4.ping_group_range); echo requests are dropped"
+            );
+            self.icmp_warned = true;
+        }
+        pass
+    }
+
+    /// Readiness of a flow's host socket.
+    pub fn on_host_event(
+        &mut self,
+        stack: &mut Stack,
+        id: FlowId,
+        readable: bool,
+        writable: bool,
+        error: bool,
+        now_ms: u64,
+    ) {
+        let (mut env, table, flows, graveyard) = self.env(now_ms);
+        let Some(Some(flow)) = flows.get_mut(id) else {
+            return;
+        };
+        let done = match flow {
+            Flow::Tcp(f) => {
+                f.on_host_event(readable, writable, error);
+                false
+            }
+            Flow::Udp(f) => f.on_host_event(&mut env, stack, table, id, readable, error),
+            Flow::Icmp(f) => f.on_host_event(&mut env, stack, table, id, readable),
+        };
+        if done {
+            Self::close(table, flows, graveyard, id);
+        }
+    }
+
+    /// Move data between smoltcp and host sockets; finish flows that are done. Call after every
+    /// `Interface::poll`.
+    pub fn after_poll(&mut self, stack: &mut Stack, now_ms: u64) {
+        for h in self.graveyard.drain(..) {
+            stack.sockets.remove(h);
+        }
+        let (mut env, table, flows, graveyard) = self.env(now_ms);
+        for id in 0..flows.len() {
+            let Some(flow) = flows[id].as_mut() else {
+                continue;
+            };
+            let done = match flow {
+                Flow::Tcp(f) => f.pump(&mut env, stack, table, id),
+                Flow::Udp(f) => f.drain(&mut env, stack, table, id),
+                Flow::Icmp(f) => f.drain(&mut env, stack, table, id),
+            };
+            if done {
+                Self::close(table, flows, graveyard, id);
+            }
+        }
+    }
+
+    /// Expire idle UDP and ICMP flows. Returns the next time (ms) this wants to run.
+    pub fn on_timer(&mut self, now_ms: u64) -> Option<u64> {
+        let (_, table, flows, graveyard) = self.env(now_ms);
+        let mut any = false;
+        for id in 0..flows.len() {
+            let expired = match &flows[id] {
+                Some(Flow::Udp(f)) => {
+                    any = true;
+                    f.expired(now_ms)
+                }
+                Some(Flow::Icmp(f)) => {
+                    any = true;
+                    f.expired(now_ms)
+                }
+                _ => false,
+            };
+            if expired {
+                debug!("flow {id} expired");
+                Self::close(table, flows, graveyard, id);
+            }
+        }
+        any.then_some(now_ms + EXPIRY_CHECK_MS)
+    }
+
+    fn close(
+        table: &mut Table,
+        flows: &mut [Option<Flow>],
+        graveyard: &mut Vec<SocketHandle>,
+        id: FlowId,
+    ) {
+        if let Some(flow) = flows.get_mut(id).and_then(Option::take) {
+            if let Flow::Tcp(f) = flow {
+                graveyard.push(f.handle());
+            }
+            if let Some(e) = table.remove(id) {
+                debug!(
+                    "{} flow {} -> {} closed ({} bytes out, {} bytes in)",
+                    e.key.proto.name(),
+                    e.key.guest,
+                    e.target,
+                    e.bytes_out,
+                    e.bytes_in
+                );
+            }
+        }
+    }
+
+    /// Number of live flows of `proto`.
+    pub fn count(&self, proto: Proto) -> usize {
+        self.table.count(proto)
+    }
+}
+
+/// A new NAT entry for `key` going to `target`.
+pub(crate) fn new_entry(
+    key: crate::nat::Key,
+    target: SocketAddr,
+    now_ms: u64,
+) -> crate::nat::Entry {
+    crate::nat::Entry {
+        key,
+        target,
+        host_local: None,
+        bytes_out: 0,
+        bytes_in: 0,
+        created_ms: now_ms,
+        active_ms: now_ms,
+    }
+}

@@ -1,0 +1,358 @@
+//! TCP flows: a smoltcp socket facing the guest, a host `TcpStream` facing the world.
+//!
+//! # Theory of operation
+//!
+//! State diagram (guest side in smoltcp terms, host side in ours):
+//!
+//! ```text
+//! guest SYN ──> Connecting: host connect() in flight, smoltcp SYN-RECEIVED with SYN-ACK paused
+//!   connect ok       ──> Open: SYN-ACK released, bytes flow both ways
+//!   ECONNREFUSED     ──> RST to the guest, flow removed
+//!   EHOSTUNREACH     ──> ICMP host unreachable, flow removed
+//!   other error      ──> ICMP net unreachable, flow removed
+//! Open:
+//!   guest FIN (CLOSE-WAIT..) and its data delivered ──> shutdown(host, SHUT_WR)
+//!   host EOF                                        ──> smoltcp close() (FIN after queued data)
+//!   both                                            ──> host fd closed at once
+//!   guest RST                                       ──> host socket reset (SO_LINGER 0) and closed
+//!   host reset / write error                        ──> smoltcp abort() (RST to the guest)
+//!   smoltcp CLOSED or TIME-WAIT with host fd closed ──> flow removed
+//! ```
+//!
+//! Back-pressure: bytes move only within the space both sides have. The host is read straight
+//! into the smoltcp send buffer (`send` with a closure, no intermediate copy), and the smoltcp
+//! receive buffer is written straight to the host. A full send buffer stops reading (the kernel
+//! socket buffer fills and the remote's window closes); a host that does not take data leaves it
+//! in the receive buffer, whose shrinking window slows the guest.
+//!
+//! Socket settings follow the architecture notes: Nagle and delayed ACK off on the smoltcp side
+//! (the proxy already batches), `TCP_NODELAY` on the host side, [`BUFFER_SIZE`] per direction so
+//! that window scaling keeps a 65520-byte MTU link full.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+
+use log::debug;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
+use smoltcp::wire::{IpAddress, IpListenEndpoint};
+
+use super::{flow_token, new_entry, Env, Flow as AnyFlow};
+use crate::nat::{FlowId, Key, Refusal, Table};
+use crate::stack::emit::{Unreachable, L2};
+use crate::stack::Stack;
+use crate::sys;
+
+/// Bytes of buffer per direction per flow. 1 MiB keeps a single flow at full speed over a
+/// 65520-byte MTU (larger buffers measured no faster in the architecture notes) and stays below
+/// what the guest's tap queue holds at MTU 1500. Allocated zeroed, so untouched pages of idle
+/// flows cost no resident memory.
+pub const BUFFER_SIZE: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Open,
+}
+
+/// One TCP flow.
+pub struct Flow {
+    handle: SocketHandle,
+    stream: Option<TcpStream>,
+    phase: Phase,
+    readable: bool,
+    writable: bool,
+    host_eof: bool,
+    host_shut_wr: bool,
+    /// The guest's SYN (IP packet), quoted in ICMP errors while connecting.
+    syn: Vec<u8>,
+    l2: L2,
+}
+
+/// A guest SYN. Returns whether smoltcp should see the frame.
+#[allow(clippy::too_many_arguments)]
+pub fn on_guest_syn(
+    env: &mut Env<'_>,
+    table: &mut Table,
+    flows: &mut Vec<Option<AnyFlow>>,
+    stack: &mut Stack,
+    registry: &Registry,
+    l2: L2,
+    src: SocketAddr,
+    dst: SocketAddr,
+    packet: &[u8],
+) -> bool {
+    let key = Key::tcp(src, dst);
+    if table.lookup(&key).is_some() {
+        return true; // a retransmitted SYN: smoltcp's socket already has it
+    }
+    let target = match env.rules.outbound(crate::nat::Proto::Tcp, dst, &env.ns) {
+        Ok(t) => t,
+        Err(refusal) => {
+            env.counters.refused += 1;
+            debug!("tcp {src} -> {dst} refused: {refusal}");
+            let kind = match refusal {
+                Refusal::NotDns => Unreachable::Port,
+                _ => Unreachable::Net,
+            };
+            let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
+                stack.device.push_tx(f);
+            });
+            return false;
+        }
+    };
+    let id = match table.insert(new_entry(key, target, env.now_ms)) {
+        Ok(id) => id,
+        Err(full) => {
+            debug!("tcp {src} -> {dst} refused: {full}");
+            return true; // no listener: smoltcp answers RST
+        }
+    };
+    let stream = match sys::net::tcp_connect(target, env.source_for(target.ip())) {
+        Ok(s) => s,
+        Err(e) => {
+            debug!("tcp {src} -> {dst} ({target}): connect: {e}");
+            table.remove(id);
+            return refuse_connect(env, stack, l2, packet, &e);
+        }
+    };
+    if let Err(e) = registry.register(
+        &mut SourceFd(&stream.as_raw_fd()),
+        flow_token(id),
+        Interest::READABLE | Interest::WRITABLE,
+    ) {
+        debug!("tcp: cannot register host socket: {e}");
+        table.remove(id);
+        return true;
+    }
+    let mut sock = Socket::new(
+        SocketBuffer::new(vec![0u8; BUFFER_SIZE]),
+        SocketBuffer::new(vec![0u8; BUFFER_SIZE]),
+    );
+    sock.set_nagle_enabled(false);
+    sock.set_ack_delay(None);
+    sock.pause_synack(true);
+    let listen = IpListenEndpoint {
+        addr: Some(IpAddress::from(dst.ip())),
+        port: dst.port(),
+    };
+    if sock.listen(listen).is_err() {
+        table.remove(id);
+        return true;
+    }
+    let handle = stack.sockets.add(sock);
+    env.counters.created[0] += 1;
+    debug!("tcp {src} -> {dst}: connecting to {target} (flow {id})");
+    super::Proxy::store_flow(
+        flows,
+        id,
+        AnyFlow::Tcp(Flow {
+            handle,
+            stream: Some(stream),
+            phase: Phase::Connecting,
+            readable: false,
+            writable: false,
+            host_eof: false,
+            host_shut_wr: false,
+            syn: packet.to_vec(),
+            l2,
+        }),
+    );
+    true
+}
+
+/// Answer a failed connect: RST for refusal, ICMP otherwise. Returns whether smoltcp should see
+/// the SYN (it answers RST when no socket listens).
+fn refuse_connect(
+    env: &mut Env<'_>,
+    stack: &mut Stack,
+    l2: L2,
+    packet: &[u8],
+    e: &io::Error,
+) -> bool {
+    let kind = match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => return true,
+        Some(libc::EHOSTUNREACH) => Unreachable::Host,
+        _ => Unreachable::Net,
+    };
+    let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
+        stack.device.push_tx(f);
+    });
+    false
+}
+
+fn is_would_block(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::WouldBlock
+}
+
+impl Flow {
+    /// The smoltcp socket, for removal once the flow is closed.
+    pub fn handle(&self) -> SocketHandle {
+        self.handle
+    }
+
+    /// Record readiness (edge-triggered: remember it until a call would block).
+    pub fn on_host_event(&mut self, readable: bool, writable: bool, error: bool) {
+        self.readable |= readable || error;
+        self.writable |= writable || error;
+    }
+
+    /// Move bytes and advance state. Returns true when the flow is finished.
+    pub fn pump(
+        &mut self,
+        env: &mut Env<'_>,
+        stack: &mut Stack,
+        table: &mut Table,
+        id: FlowId,
+    ) -> bool {
+        if self.phase == Phase::Connecting {
+            return self.check_connect(env, stack, table, id);
+        }
+        let sock = stack.sockets.get_mut::<Socket>(self.handle);
+        let state = sock.state();
+        let mut out = 0u64;
+        let mut inn = 0u64;
+        let mut reset_host = false;
+
+        if let Some(stream) = self.stream.as_ref() {
+            // guest -> host
+            while self.writable && !self.host_shut_wr && sock.can_recv() {
+                let r = sock.recv(|buf| match (&*stream).write(buf) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                });
+                match r {
+                    Ok(Ok(n)) => out += n as u64,
+                    Ok(Err(e)) if is_would_block(&e) => self.writable = false,
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Err(e)) => {
+                        debug!("tcp flow {id}: host write: {e}");
+                        sock.abort();
+                        reset_host = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let guest_fin = matches!(
+                state,
+                State::CloseWait | State::LastAck | State::Closing | State::TimeWait
+            );
+            if guest_fin && !self.host_shut_wr && sock.recv_queue() == 0 && !reset_host {
+                let _ = stream.shutdown(Shutdown::Write);
+                self.host_shut_wr = true;
+            }
+            // host -> guest
+            while self.readable && !self.host_eof && !reset_host && sock.can_send() {
+                let r = sock.send(|buf| match (&*stream).read(buf) {
+                    Ok(n) => (n, Ok(n)),
+                    Err(e) => (0, Err(e)),
+                });
+                match r {
+                    Ok(Ok(0)) => {
+                        self.host_eof = true;
+                        sock.close();
+                    }
+                    Ok(Ok(n)) => inn += n as u64,
+                    Ok(Err(e)) if is_would_block(&e) => self.readable = false,
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Ok(Err(e)) => {
+                        debug!("tcp flow {id}: host read: {e}");
+                        sock.abort();
+                        self.host_eof = true;
+                        reset_host = true;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        if let Some(e) = table.get_mut(id) {
+            e.bytes_out += out;
+            e.bytes_in += inn;
+            if out + inn > 0 {
+                e.active_ms = env.now_ms;
+            }
+        }
+
+        let state = sock.state();
+        // The guest reset or timed out while the host side is still open: reset the host too.
+        if state == State::Closed && !(self.host_eof && self.host_shut_wr) {
+            reset_host = true;
+        }
+        if reset_host {
+            if let Some(s) = self.stream.take() {
+                let _ = sys::net::set_linger_zero(&s);
+            }
+        } else if self.host_eof && self.host_shut_wr {
+            // Both directions are done: release the host fd now, not after TIME-WAIT.
+            self.stream = None;
+        }
+        self.stream.is_none() && matches!(state, State::Closed | State::TimeWait)
+    }
+
+    fn check_connect(
+        &mut self,
+        env: &mut Env<'_>,
+        stack: &mut Stack,
+        table: &mut Table,
+        id: FlowId,
+    ) -> bool {
+        let sock = stack.sockets.get_mut::<Socket>(self.handle);
+        if !matches!(sock.state(), State::Listen | State::SynReceived) {
+            // The guest gave up (RST) before the host answered.
+            self.stream = None;
+            return true;
+        }
+        if !self.writable {
+            return false;
+        }
+        let Some(stream) = self.stream.as_ref() else {
+            return true;
+        };
+        let err = match stream.take_error() {
+            Ok(Some(e)) => Some(e),
+            Ok(None) => match stream.peer_addr() {
+                Ok(_) => None,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                    self.writable = false; // spurious wake-up; still connecting
+                    return false;
+                }
+                Err(e) => Some(e),
+            },
+            Err(e) => Some(e),
+        };
+        match err {
+            None => {
+                sock.pause_synack(false);
+                self.phase = Phase::Open;
+                self.syn = Vec::new();
+                if let Some(e) = table.get_mut(id) {
+                    e.host_local = stream.local_addr().ok();
+                }
+                debug!("tcp flow {id}: connected");
+                false
+            }
+            Some(e) => {
+                debug!("tcp flow {id}: connect failed: {e}");
+                self.stream = None;
+                if e.raw_os_error() == Some(libc::ECONNREFUSED) {
+                    sock.abort(); // RST on the next poll, then the flow is removed
+                    return true;
+                }
+                let kind = if e.raw_os_error() == Some(libc::EHOSTUNREACH) {
+                    Unreachable::Host
+                } else {
+                    Unreachable::Net
+                };
+                let _ = env.emitter.unreachable(self.l2, kind, &self.syn, &mut |f| {
+                    stack.device.push_tx(f);
+                });
+                // The ICMP error is the answer: the paused socket is dropped without a RST.
+                true
+            }
+        }
+    }
+}

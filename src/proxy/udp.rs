@@ -1,0 +1,331 @@
+//! UDP flows: one host socket per guest source endpoint, endpoint-independent.
+//!
+//! # Theory of operation
+//!
+//! Like libslirp, a guest endpoint (address:port) gets one unconnected host socket, whatever the
+//! remote. Each datagram is translated by the NAT rules and sent with `send_to`; every datagram
+//! the host socket receives, from any remote, is delivered to the guest endpoint with the remote
+//! (mapped back: host loopback appears as the gateway, the resolver as the DNS address) as its
+//! source. The last few destinations are remembered ([`MAX_PEERS`]) so that replies and ICMP
+//! errors map back to the exact address the guest used.
+//!
+//! ICMP errors the host receives for our datagrams (port unreachable, host unreachable) arrive on
+//! the socket's error queue (`IP_RECVERR`) and are relayed to the guest as ICMP errors quoting a
+//! reconstruction of the guest's datagram header, so a guest's connected UDP socket sees
+//! `ECONNREFUSED` as it would on a real network.
+//!
+//! Flows expire after [`IDLE_TIMEOUT_MS`] without traffic, or [`DNS_TIMEOUT_MS`] for flows that
+//! only talked to the DNS proxy (libslirp's `SO_EXPIRE`/`SO_EXPIREFAST`).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+
+use log::debug;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry};
+
+use super::{flow_token, new_entry, Env, Flow as AnyFlow};
+use crate::nat::{FlowId, Key, Proto, Refusal, Table};
+use crate::stack::emit::{Unreachable, L2};
+use crate::stack::Stack;
+use crate::sys;
+
+/// Idle lifetime of a UDP flow (libslirp `SO_EXPIRE`, 240 s).
+pub const IDLE_TIMEOUT_MS: u64 = 240_000;
+/// Idle lifetime of a flow that only talked to the DNS proxy (libslirp `SO_EXPIREFAST`, 10 s).
+pub const DNS_TIMEOUT_MS: u64 = 10_000;
+/// Destinations remembered per flow for mapping replies and errors back.
+pub const MAX_PEERS: usize = 8;
+/// Largest datagram read from a host socket (IPv4 maximum payload).
+pub const MAX_DATAGRAM: usize = 65_507;
+/// Datagrams relayed from one host socket per pass, so one busy flow cannot starve others.
+const DRAIN_BATCH: usize = 64;
+
+/// One UDP flow.
+pub struct Flow {
+    sock: UdpSocket,
+    guest: SocketAddr,
+    l2: L2,
+    readable: bool,
+    /// (host target, address the guest sent to), most recent last.
+    peers: Vec<(SocketAddr, SocketAddr)>,
+    only_dns: bool,
+    active_ms: u64,
+}
+
+/// A datagram from the guest.
+#[allow(clippy::too_many_arguments)]
+pub fn on_guest_datagram(
+    env: &mut Env<'_>,
+    table: &mut Table,
+    flows: &mut Vec<Option<AnyFlow>>,
+    stack: &mut Stack,
+    registry: &Registry,
+    l2: L2,
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+    packet: &[u8],
+) {
+    let target = match env.rules.outbound(Proto::Udp, dst, &env.ns) {
+        Ok(t) => t,
+        Err(refusal) => {
+            env.counters.refused += 1;
+            debug!("udp {src} -> {dst} refused: {refusal}");
+            let kind = match refusal {
+                Refusal::HostLoopbackDisabled => Some(Unreachable::Net),
+                Refusal::NotDns => Some(Unreachable::Port),
+                Refusal::NoNameserver | Refusal::NotUnicast => None,
+            };
+            if let Some(kind) = kind {
+                let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
+                    stack.device.push_tx(f);
+                });
+            }
+            return;
+        }
+    };
+    let key = Key::udp(src);
+    let id = match table.lookup(&key) {
+        Some(id) => id,
+        None => match create(env, table, flows, registry, l2, key, target) {
+            Some(id) => id,
+            None => {
+                env.counters.dropped += 1;
+                return;
+            }
+        },
+    };
+    let Some(Some(AnyFlow::Udp(flow))) = flows.get_mut(id) else {
+        return;
+    };
+    if target.is_ipv6() != flow.guest.is_ipv6() {
+        env.counters.dropped += 1;
+        return;
+    }
+    flow.remember(target, dst, env.rules.is_dns(dst.ip()));
+    flow.active_ms = env.now_ms;
+    match flow.sock.send_to(payload, target) {
+        Ok(_) => {
+            if let Some(e) = table.get_mut(id) {
+                e.bytes_out += payload.len() as u64;
+                e.active_ms = env.now_ms;
+                e.target = target;
+            }
+        }
+        Err(e) => {
+            debug!("udp flow {id}: send to {target}: {e}");
+            env.counters.dropped += 1;
+            let kind = match e.raw_os_error() {
+                Some(libc::ENETUNREACH) => Some(Unreachable::Net),
+                Some(libc::EHOSTUNREACH) => Some(Unreachable::Host),
+                Some(libc::ECONNREFUSED) => Some(Unreachable::Port),
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
+                    stack.device.push_tx(f);
+                });
+            }
+        }
+    }
+}
+
+fn create(
+    env: &mut Env<'_>,
+    table: &mut Table,
+    flows: &mut Vec<Option<AnyFlow>>,
+    registry: &Registry,
+    l2: L2,
+    key: Key,
+    target: SocketAddr,
+) -> Option<FlowId> {
+    let id = match table.insert(new_entry(key, target, env.now_ms)) {
+        Ok(id) => id,
+        Err(full) => {
+            debug!("udp {}: {full}", key.guest);
+            return None;
+        }
+    };
+    let sock = match sys::net::udp_socket(key.guest.is_ipv6(), env.source_for(target.ip())) {
+        Ok(s) => s,
+        Err(e) => {
+            debug!("udp {}: socket: {e}", key.guest);
+            table.remove(id);
+            return None;
+        }
+    };
+    if registry
+        .register(
+            &mut SourceFd(&sock.as_raw_fd()),
+            flow_token(id),
+            Interest::READABLE,
+        )
+        .is_err()
+    {
+        table.remove(id);
+        return None;
+    }
+    if let Some(e) = table.get_mut(id) {
+        e.host_local = sock.local_addr().ok();
+    }
+    env.counters.created[1] += 1;
+    debug!("udp {}: new flow {id}", key.guest);
+    super::Proxy::store_flow(
+        flows,
+        id,
+        AnyFlow::Udp(Flow {
+            sock,
+            guest: key.guest,
+            l2,
+            readable: false,
+            peers: Vec::new(),
+            only_dns: true,
+            active_ms: env.now_ms,
+        }),
+    );
+    Some(id)
+}
+
+impl Flow {
+    fn remember(&mut self, target: SocketAddr, guest_dst: SocketAddr, dns: bool) {
+        self.only_dns &= dns;
+        if let Some(i) = self.peers.iter().position(|(t, _)| *t == target) {
+            let p = self.peers.remove(i);
+            self.peers.push((p.0, guest_dst));
+            return;
+        }
+        if self.peers.len() >= MAX_PEERS {
+            self.peers.remove(0);
+        }
+        self.peers.push((target, guest_dst));
+    }
+
+    fn guest_view(&self, env: &Env<'_>, from: SocketAddr) -> SocketAddr {
+        let from = normalize(from);
+        match self.peers.iter().rev().find(|(t, _)| normalize(*t) == from) {
+            Some((_, g)) => *g,
+            None => env.rules.inbound(from, false, &env.ns),
+        }
+    }
+
+    /// Readiness of the host socket. Returns true when the flow is finished.
+    pub fn on_host_event(
+        &mut self,
+        env: &mut Env<'_>,
+        stack: &mut Stack,
+        table: &mut Table,
+        id: FlowId,
+        readable: bool,
+        error: bool,
+    ) -> bool {
+        if error {
+            self.relay_errors(env, stack);
+        }
+        self.readable |= readable;
+        self.drain(env, stack, table, id)
+    }
+
+    fn relay_errors(&mut self, env: &mut Env<'_>, stack: &mut Stack) {
+        while let Ok(Some(err)) = sys::net::recv_error(&self.sock) {
+            let Some(dst) = err.dst else { continue };
+            let kind = match err.errno {
+                libc::ECONNREFUSED => Unreachable::Port,
+                libc::EHOSTUNREACH => Unreachable::Host,
+                libc::ENETUNREACH => Unreachable::Net,
+                _ => continue,
+            };
+            let guest_dst = self.guest_view(env, dst);
+            // Reconstruct the start of the guest's datagram to quote it.
+            let mut quoted = Vec::new();
+            let l2 = self.l2;
+            let _ = env.emitter.udp(l2, self.guest, guest_dst, &[], &mut |f| {
+                quoted = f[crate::device::ETHERNET_HEADER_LEN..].to_vec();
+            });
+            let _ = env.emitter.unreachable(l2, kind, &quoted, &mut |f| {
+                stack.device.push_tx(f);
+            });
+        }
+    }
+
+    /// Relay datagrams from the host while the guest queue has room. Never finishes the flow
+    /// (expiry does).
+    pub fn drain(
+        &mut self,
+        env: &mut Env<'_>,
+        stack: &mut Stack,
+        table: &mut Table,
+        id: FlowId,
+    ) -> bool {
+        if !self.readable {
+            return false;
+        }
+        if env.buf.len() < MAX_DATAGRAM {
+            env.buf.resize(MAX_DATAGRAM, 0);
+        }
+        let mut bytes = 0u64;
+        for _ in 0..DRAIN_BATCH {
+            if !stack.device.tx_has_room() {
+                return false; // stay readable; the tap's writable edge brings us back
+            }
+            match self.sock.recv_from(env.buf) {
+                Ok((n, from)) => {
+                    let src = self.guest_view(env, from);
+                    let guest = self.guest;
+                    let l2 = self.l2;
+                    let data = &env.buf[..n];
+                    if env
+                        .emitter
+                        .udp(l2, src, guest, data, &mut |f| {
+                            stack.device.push_tx(f);
+                        })
+                        .is_err()
+                    {
+                        env.counters.dropped += 1;
+                    }
+                    bytes += n as u64;
+                    self.active_ms = env.now_ms;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // A queued ICMP error surfaces as a recv error too: relay it.
+                    debug!("udp flow {id}: recv: {e}");
+                    self.relay_errors(env, stack);
+                }
+            }
+        }
+        if bytes > 0 {
+            if let Some(e) = table.get_mut(id) {
+                e.bytes_in += bytes;
+                e.active_ms = env.now_ms;
+            }
+        }
+        false
+    }
+
+    /// Whether the flow has been idle too long.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        let limit = if self.only_dns {
+            DNS_TIMEOUT_MS
+        } else {
+            IDLE_TIMEOUT_MS
+        };
+        now_ms.saturating_sub(self.active_ms) >= limit
+    }
+}
+
+/// IPv4-mapped IPv6 addresses compare equal to their IPv4 form.
+fn normalize(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), a.port()),
+            None => a,
+        },
+        IpAddr::V4(_) => a,
+    }
+}
