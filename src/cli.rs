@@ -606,6 +606,11 @@ fn parse_run(argv0: &str, args: &[OsString]) -> Result<(Command, Vec<String>), C
     }
     scan.options.configure = true;
     check_after_loop(&scan)?;
+    if scan.netns_type.is_some() {
+        return Err(CliError::usage(
+            "--netns-type cannot be used with tapir run (it creates its own namespaces)",
+        ));
+    }
     if scan.operands.is_empty() {
         return Err(CliError::usage("tapir run needs a command to run"));
     }
@@ -1456,6 +1461,10 @@ mod tests {
         usage_err(
             &["run", "--target-type=x", "sh"],
             "--target-type must be either \"netns\" or \"bess\"",
+        );
+        usage_err(
+            &["run", "--netns-type=path", "sh"],
+            "--netns-type cannot be used with tapir run (it creates its own namespaces)",
         );
         assert_eq!(ok(&["run", "-h"]).0, Command::RunHelp);
         assert_eq!(ok(&["run", "--help", "sh"]).0, Command::RunHelp);

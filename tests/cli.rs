@@ -164,6 +164,12 @@ fn run_without_command_fails() {
     let (code, _, err) = run_cli(&["run"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("needs a command"), "{err}");
+    let (code, _, err) = run_cli(&["run", "--userns-path=/proc/self/ns/user", "--", "true"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("--userns-path cannot be used with tapir run"),
+        "{err}"
+    );
     let (code, out, _) = run_cli(&["run", "--help"]);
     assert_eq!(code, Some(0));
     assert!(out.contains("run"), "{out}");

@@ -63,6 +63,9 @@ pub enum ConfigError {
     /// `--api-socket` path does not fit in `sockaddr_un`.
     #[error("the specified API socket path is too long (>= 108)")]
     ApiSocketPathTooLong,
+    /// An option that names an existing namespace was given to `tapir run`, which makes its own.
+    #[error("{0} cannot be used with tapir run (it creates its own namespaces)")]
+    NotForRun(&'static str),
     /// A `--publish` spec could not be parsed.
     #[error("invalid --publish value {0:?}: {1}")]
     Publish(String, String),
@@ -351,6 +354,9 @@ fn parse_outbound<A: std::str::FromStr>(
 impl Config {
     /// Validate `opts` and derive the network. `run_mode` selects `tapir run`'s defaults.
     pub fn from_options(opts: Options, run_mode: bool) -> Result<Config, ConfigError> {
+        if run_mode && opts.userns_path.is_some() {
+            return Err(ConfigError::NotForRun("--userns-path"));
+        }
         let net = match &opts.cidr {
             Some(c) => Network::parse_cidr(c)?,
             None => Network::default(),

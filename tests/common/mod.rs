@@ -111,6 +111,19 @@ pub fn namespace_unavailable() -> Option<String> {
     .clone()
 }
 
+/// A private host namespace, or `None` (after printing why) where namespaces are unavailable.
+/// Under CI a missing prerequisite is a failure instead.
+pub fn host() -> Option<HostNs> {
+    if let Some(why) = namespace_unavailable() {
+        if in_ci() {
+            panic!("prerequisite missing under CI: {why}");
+        }
+        eprintln!("SKIP: {why}");
+        return None;
+    }
+    Some(HostNs::new())
+}
+
 /// Whether a command-line tool is available (for optional clients like udhcpc).
 pub fn tool(cmd: &str) -> bool {
     have(cmd)
@@ -174,6 +187,16 @@ pub struct HostNs {
     /// PID of the namespace holder.
     pub pid: u32,
     userns: bool,
+    resolv: Option<PathBuf>,
+}
+
+/// A background process, killed and reaped on drop.
+pub struct Bg(pub Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        kill(&mut self.0);
+    }
 }
 
 impl HostNs {
@@ -192,15 +215,57 @@ impl HostNs {
             .spawn()
             .expect("spawn host namespace holder");
         let pid = holder.id();
-        let h = HostNs {
+        let mut h = HostNs {
             holder,
             pid,
             userns,
+            resolv: None,
         };
         wait_until(Duration::from_secs(5), || h.ns_ready());
-        let out = h.sh(As::Runner, "ip link set lo up");
-        assert!(out.status.success(), "lo up: {out:?}");
+        // Only lo, up, in a private network namespace: nothing can leave the machine.
+        // DNS: a private resolv.conf naming a responder on loopback (bind-mounted in the host
+        // namespace's own mount namespace), so tapir never forwards to the machine's resolver.
+        // Unprivileged ICMP sockets for everyone (per network namespace sysctl).
+        let resolv = std::env::temp_dir().join(format!("tapir-test-resolv-{}", pid));
+        std::fs::write(&resolv, "nameserver 127.0.0.1\n").unwrap();
+        let _ = Command::new("chmod").arg("666").arg(&resolv).status();
+        let script = format!(
+            "ip link set lo up && mount --bind {r} /etc/resolv.conf && \
+             (echo '0 2147483647' > /proc/sys/net/ipv4/ping_group_range || true)",
+            r = resolv.display()
+        );
+        let out = h.sh(As::Runner, &script);
+        assert!(out.status.success(), "host namespace setup: {out:?}");
+        h.resolv = Some(resolv);
         h
+    }
+
+    /// Replace the private resolv.conf's content (same file, so tapir sees it change).
+    pub fn set_resolv_conf(&self, content: &str) {
+        let p = self.resolv.as_ref().expect("resolv.conf");
+        std::fs::write(p, content).unwrap();
+    }
+
+    /// Start a background process in the host namespace (killed on drop of the handle).
+    pub fn spawn(&self, who: As, script: &str) -> Bg {
+        let child = self
+            .cmd(who, "sh")
+            .args(["-c", &format!("exec {script}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn in host namespace");
+        Bg(child)
+    }
+
+    /// Wait until something listens on `port` (TCP, or UDP with `udp`) in the host namespace.
+    pub fn wait_listening(&self, port: u16, udp: bool) {
+        let flag = if udp { "-uln" } else { "-tln" };
+        let script = format!("ss -H {flag} | grep -q ':{port} '");
+        wait_until(Duration::from_secs(5), || {
+            self.sh(As::Runner, &script).status.success()
+        });
     }
 
     fn ns_ready(&self) -> bool {
@@ -272,6 +337,9 @@ impl HostNs {
 impl Drop for HostNs {
     fn drop(&mut self) {
         kill(&mut self.holder);
+        if let Some(r) = &self.resolv {
+            let _ = std::fs::remove_file(r);
+        }
     }
 }
 
@@ -469,6 +537,13 @@ impl Tapir {
     /// PID of the tapir process itself (nsenter/setpriv exec into it).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Number of open descriptors of the tapir process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 }
 

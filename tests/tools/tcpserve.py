@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Tiny TCP servers for the integration tests (run inside the test's private host namespace).
+
+usage: tcpserve.py MODE ADDR PORT
+  greet     accept forever; print "peer ADDR" (flushed) and send "ok\n" to each client, close.
+  halfclose accept forever; read until EOF, then answer "got N bytes\n" and close
+            (works only if the client's FIN arrives while the other direction stays open).
+"""
+import socket
+import sys
+import threading
+
+
+def serve(mode, addr, port):
+    family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(512)
+    while True:
+        c, peer = s.accept()
+        print("peer", peer[0], flush=True)
+        threading.Thread(target=handle, args=(mode, c), daemon=True).start()
+
+
+def handle(mode, c):
+    try:
+        if mode == "greet":
+            c.sendall(b"ok\n")
+        elif mode == "halfclose":
+            n = 0
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    break
+                n += len(d)
+            c.sendall(b"got %d bytes\n" % n)
+    finally:
+        c.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], sys.argv[2], int(sys.argv[3]))
