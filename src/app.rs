@@ -105,32 +105,6 @@ fn banner(cfg: &Config) {
     print!("{s}");
 }
 
-/// Log every accepted option whose feature is not implemented yet: never silently ignore one.
-fn warn_inactive(cfg: &Config) {
-    let mut inactive = Vec::new();
-    if cfg.api_socket.is_some() {
-        inactive.push("--api-socket");
-    }
-    if cfg.enable_sandbox {
-        inactive.push("--enable-sandbox");
-    }
-    if cfg.enable_seccomp {
-        inactive.push("--enable-seccomp");
-    }
-    if cfg.outbound_addr.is_some() {
-        inactive.push("--outbound-addr");
-    }
-    if cfg.outbound_addr6.is_some() {
-        inactive.push("--outbound-addr6");
-    }
-    if !cfg.publish.is_empty() {
-        inactive.push("--publish");
-    }
-    for opt in inactive {
-        warn!("{opt} is accepted but not active in this version of tapir");
-    }
-}
-
 /// Inherited descriptors named on the command line.
 struct Inherited {
     ready: Option<OwnedFd>,
@@ -170,6 +144,10 @@ fn serve(
         target_pid,
         child_pid,
     )?;
+    // Isolation (sandbox, then the seccomp allowlist) goes last, right before the ready byte:
+    // from here on only syscalls in sandbox/seccomp/<arch>.json are allowed.
+    crate::isolation::apply(cfg, target_pid.or(child_pid.map(|p| p.as_raw())))
+        .map_err(|e| Error::Attach(e.to_string()))?;
     if let Some(ready) = inherited.ready {
         if let Err(e) = sys::fd::signal_ready(ready) {
             warn!("cannot write to ready fd: {e}");
@@ -191,7 +169,6 @@ pub fn attach(cfg: &Config) -> Result<i32, Error> {
         .ok_or_else(|| Error::Attach("no target namespace".into()))?;
     let tap = obtain_tap(cfg, &target)?;
     banner(cfg);
-    warn_inactive(cfg);
     let target_pid = match target {
         Target::Pid(p) => Some(p),
         _ => None,
@@ -235,7 +212,6 @@ pub fn run(cfg: &Config, argv: &[OsString]) -> Result<i32, Error> {
         cfg.net.guest(),
         cfg.net.gateway()
     );
-    warn_inactive(cfg);
     match serve(cfg, tap, inherited, None, Some(child))? {
         Exit::ChildExited(code) => Ok(code),
         Exit::Signal(sig) => {

@@ -70,8 +70,73 @@ pub enum Command {
     Help,
     /// `tapir run --help`: print [`run_usage`] to stdout, exit 0
     RunHelp,
+    /// `tapir ctl --help`: print [`ctl_usage`] to stdout, exit 0
+    CtlHelp,
     /// print version to stdout, exit 0
     Version,
+    /// `tapir ctl SOCKET ACTION`: talk to a running tapir's API socket.
+    Ctl {
+        /// The API socket path.
+        socket: std::path::PathBuf,
+        /// What to do.
+        action: CtlAction,
+    },
+}
+
+/// Actions of `tapir ctl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CtlAction {
+    /// `list`: the forwards.
+    List,
+    /// `add [ADDR:]HPORT:GPORT[/udp]`: a new forward (podman's publish syntax).
+    Add(String),
+    /// `remove ID`.
+    Remove(u64),
+    /// `info`: counters.
+    Info,
+}
+
+/// Usage of `tapir ctl`.
+pub fn ctl_usage(argv0: &str) -> String {
+    format!(
+        "Usage: {argv0} ctl SOCKET list\n\
+         \x20      {argv0} ctl SOCKET add [HOST_ADDR:]HOST_PORT:GUEST_PORT[/udp]\n\
+         \x20      {argv0} ctl SOCKET remove ID\n\
+         \x20      {argv0} ctl SOCKET info\n\
+         Talk to the API socket (--api-socket) of a running tapir or slirp4netns and print the\n\
+         JSON reply. Exit status 1 if the reply is an error.\n"
+    )
+}
+
+/// Whether `argv` is a `tapir ctl` command line.
+pub fn is_ctl(argv: &[OsString]) -> bool {
+    argv.get(1).is_some_and(|a| a == "ctl")
+}
+
+fn parse_ctl(args: &[OsString]) -> Result<Command, CliError> {
+    let words: Vec<&str> = args
+        .iter()
+        .map(|a| a.to_str().unwrap_or("\u{fffd}"))
+        .collect();
+    if matches!(words.first(), Some(&"-h") | Some(&"--help")) {
+        return Ok(Command::CtlHelp);
+    }
+    let bad = || CliError::usage("tapir ctl: expected SOCKET list|add SPEC|remove ID|info");
+    let socket = args.first().ok_or_else(bad)?;
+    let action = match words.get(1..).unwrap_or_default() {
+        ["list"] => CtlAction::List,
+        ["info"] => CtlAction::Info,
+        ["add", spec] => CtlAction::Add((*spec).to_owned()),
+        ["remove", id] => CtlAction::Remove(
+            id.parse()
+                .map_err(|_| CliError::usage(format!("tapir ctl: bad forward id {id:?}")))?,
+        ),
+        _ => return Err(bad()),
+    };
+    Ok(Command::Ctl {
+        socket: std::path::PathBuf::from(socket),
+        action,
+    })
 }
 
 /// A command-line error. Exit status 1.
@@ -639,7 +704,9 @@ pub fn parse(argv: &[OsString]) -> Result<(Command, Vec<String>), CliError> {
         .first()
         .map(|a| a.to_string_lossy().into_owned())
         .unwrap_or_else(|| env!("CARGO_PKG_NAME").to_owned());
-    if is_run(argv) {
+    if is_ctl(argv) {
+        parse_ctl(&argv[2..]).map(|c| (c, Vec::new()))
+    } else if is_run(argv) {
         parse_run(&argv0, &argv[2..])
     } else {
         parse_attach(&argv0, argv.get(1..).unwrap_or_default())
@@ -682,7 +749,8 @@ pub fn usage(argv0: &str) -> String {
          tapir extensions:\n\
          -p, --publish=[ADDR:]HPORT:GPORT[/udp]  forward a host port to the guest (podman syntax, repeatable)\n\
          --debug                  log every flow and frame decision to stderr\n\
-         run [OPTION]... [--] CMD [ARG]...  create a user+network namespace, run CMD in it with networking (see '{argv0} run --help')\n"
+         run [OPTION]... [--] CMD [ARG]...  create a user+network namespace, run CMD in it with networking (see '{argv0} run --help')\n\
+         ctl SOCKET list|add SPEC|remove ID|info  manage port forwards through an API socket (see '{argv0} ctl --help')\n"
     )
 }
 

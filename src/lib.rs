@@ -18,11 +18,15 @@
 //! Unsafe code lives only in [`sys`].
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod ctl;
 pub mod device;
 pub mod error;
+pub mod forward;
+pub mod isolation;
 pub mod logger;
 pub mod nat;
 pub mod proxy;

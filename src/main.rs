@@ -23,7 +23,9 @@ fn main() -> ExitCode {
                 eprintln!("{}", e.message);
             }
             if e.show_usage {
-                if cli::is_run(&argv) {
+                if cli::is_ctl(&argv) {
+                    print!("{}", cli::ctl_usage(&argv0));
+                } else if cli::is_run(&argv) {
                     print!("{}", cli::run_usage(&argv0));
                 } else {
                     print!("{}", cli::usage(&argv0));
@@ -43,6 +45,13 @@ fn main() -> ExitCode {
         Command::RunHelp => {
             print!("{}", cli::run_usage(&argv0));
             return exit(0);
+        }
+        Command::CtlHelp => {
+            print!("{}", cli::ctl_usage(&argv0));
+            return exit(0);
+        }
+        Command::Ctl { socket, action } => {
+            return exit(tapir::ctl::run(&socket, &action));
         }
         Command::Version => {
             print!("{}", cli::version());

@@ -34,8 +34,10 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use smoltcp::time::Instant;
 
+use crate::api;
 use crate::config::Config;
 use crate::device::RX_BATCH;
+use crate::forward::{self, ForwardTable};
 use crate::proxy::{self, Proxy};
 use crate::stack::Stack;
 use crate::sys;
@@ -56,6 +58,8 @@ pub enum Token {
     Signal,
     /// pidfd of the target process (`--netns-type=pid`).
     Target,
+    /// The API socket's listener.
+    Api,
 }
 
 impl Token {
@@ -65,6 +69,7 @@ impl Token {
             Token::ExitFd => 1,
             Token::Signal => 2,
             Token::Target => 3,
+            Token::Api => 4,
         })
     }
 
@@ -74,6 +79,7 @@ impl Token {
             1 => Token::ExitFd,
             2 => Token::Signal,
             3 => Token::Target,
+            4 => Token::Api,
             _ => return None,
         })
     }
@@ -98,6 +104,17 @@ pub enum Error {
     /// epoll setup or wait failed.
     #[error("event loop: {0}")]
     Poll(#[source] io::Error),
+    /// The API socket could not be set up.
+    #[error(transparent)]
+    Api(#[from] crate::api::Error),
+    /// A `-p/--publish` forward could not be opened.
+    #[error("cannot publish {spec}: {err}")]
+    Publish {
+        /// The forward, as `proto host:port -> guest:port`.
+        spec: String,
+        /// Why.
+        err: crate::forward::AddError,
+    },
     /// Signal setup failed.
     #[error("cannot set up signal handling: {0}")]
     Signals(#[source] nix::Error),
@@ -118,6 +135,8 @@ pub struct Runtime<'c> {
     tap: OwnedFd,
     stack: Stack,
     proxy: Proxy,
+    forwards: ForwardTable,
+    api: Option<api::Server>,
     /// Kept open (and registered) for the loop's lifetime.
     _exit_fd: Option<OwnedFd>,
     exit_fd_invalid: bool,
@@ -223,12 +242,46 @@ impl<'c> Runtime<'c> {
             Err(e) => warn!("cannot raise the fd limit: {e}"),
         }
         let proxy = Proxy::new(cfg);
+        let mut forwards = ForwardTable::new();
+        for spec in &cfg.publish {
+            let id = forwards
+                .add(*spec, poll.registry())
+                .map_err(|err| Error::Publish {
+                    spec: format!(
+                        "{} {}:{} -> {}:{}",
+                        spec.proto.name(),
+                        spec.host_addr,
+                        spec.host_port,
+                        spec.guest_addr,
+                        spec.guest_port
+                    ),
+                    err,
+                })?;
+            info!(
+                "forward {id}: {} {}:{} -> {}:{}",
+                spec.proto.name(),
+                spec.host_addr,
+                spec.host_port,
+                spec.guest_addr,
+                spec.guest_port
+            );
+        }
+        let api = match &cfg.api_socket {
+            Some(path) => Some(api::Server::bind(
+                path,
+                poll.registry(),
+                Token::Api.to_mio(),
+            )?),
+            None => None,
+        };
         Ok(Runtime {
             cfg,
             poll,
             tap,
             stack,
             proxy,
+            forwards,
+            api,
             _exit_fd: exit_fd,
             exit_fd_invalid,
             signals,
@@ -293,8 +346,25 @@ impl<'c> Runtime<'c> {
                         info!("target process exited; its network namespace is no longer served");
                         return Ok(Exit::TargetExited);
                     }
+                    Some(Token::Api) => {
+                        let now_ms = self.now_ms();
+                        if let Some(api) = self.api.as_mut() {
+                            api.on_listener(self.poll.registry(), now_ms);
+                        }
+                    }
                     None => {
-                        if let Some(id) = proxy::token_flow(ev.token()) {
+                        if let Some(slot) = api::token_conn(ev.token()) {
+                            self.on_api_conn(slot);
+                        } else if let Some(fid) = forward::token_forward(ev.token()) {
+                            let now_ms = self.now_ms();
+                            self.proxy.on_forward_ready(
+                                &mut self.stack,
+                                self.poll.registry(),
+                                &self.forwards,
+                                fid,
+                                now_ms,
+                            );
+                        } else if let Some(id) = proxy::token_flow(ev.token()) {
                             let now_ms = self.now_ms();
                             self.proxy.on_host_event(
                                 &mut self.stack,
@@ -350,6 +420,47 @@ impl<'c> Runtime<'c> {
         Ok(Some(wait))
     }
 
+    fn on_api_conn(&mut self, slot: usize) {
+        let Some(server) = self.api.as_mut() else {
+            return;
+        };
+        let c = self.proxy.counters();
+        let d = self.stack.device.counters();
+        let t = self.proxy.table();
+        let info = serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "flows": {
+                "tcp": t.count(crate::nat::Proto::Tcp),
+                "udp": t.count(crate::nat::Proto::Udp),
+                "icmp": t.count(crate::nat::Proto::Icmp),
+                "refused_full": t.refused(),
+            },
+            "flows_created": { "tcp": c.created[0], "udp": c.created[1], "icmp": c.created[2] },
+            "refused": c.refused,
+            "dropped": c.dropped,
+            "fragments": c.fragments,
+            "frames": {
+                "rx": d.rx_frames,
+                "tx": d.tx_frames,
+                "tx_dropped": d.tx_dropped,
+                "tx_blocked": d.tx_blocked,
+            },
+            "forwards": self.forwards.len(),
+            "api_requests": server.requests(),
+        });
+        let mut h = api::Handler {
+            forwards: &mut self.forwards,
+            registry: self.poll.registry(),
+            default_guest: self.cfg.net.guest(),
+            info,
+            removed: Vec::new(),
+        };
+        server.on_conn(slot, &mut h);
+        for fid in std::mem::take(&mut h.removed) {
+            self.proxy.on_forward_removed(fid);
+        }
+    }
+
     fn tap_gone(&self, err: io::Error) -> Error {
         Error::TapGone {
             name: self.cfg.tap_name.clone(),
@@ -376,6 +487,7 @@ impl<'c> Runtime<'c> {
                         && self.proxy.on_guest_frame(
                             &mut self.stack,
                             self.poll.registry(),
+                            &self.forwards,
                             &buf,
                             now_ms,
                         )

@@ -14,6 +14,8 @@
 //! descriptors or touch the network; reading interface addresses for `--outbound-addr=IFNAME`
 //! happens in the runtime, after validation.
 
+pub mod forward;
+
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
@@ -321,8 +323,8 @@ pub struct Config {
     pub outbound_addr: Option<Outbound<Ipv4Addr>>,
     /// Source address for outbound IPv6 host sockets.
     pub outbound_addr6: Option<Outbound<Ipv6Addr>>,
-    /// Port forwards requested on the command line.
-    pub publish: Vec<String>,
+    /// Port forwards requested on the command line (`-p`), validated.
+    pub publish: Vec<forward::ForwardSpec>,
     /// Verbose logging.
     pub debug: bool,
 }
@@ -407,7 +409,11 @@ impl Config {
             enable_seccomp: opts.enable_seccomp,
             outbound_addr,
             outbound_addr6,
-            publish: opts.publish,
+            publish: opts
+                .publish
+                .iter()
+                .map(|p| forward::parse_publish(p, &net))
+                .collect::<Result<_, _>>()?,
             debug: opts.debug,
         })
     }

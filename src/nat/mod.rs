@@ -362,6 +362,34 @@ impl Rules {
         }
     }
 
+    /// How a client of a port forward appears to the guest (libslirp `sotranslate_accept`):
+    /// loopback and unspecified clients appear as the gateway; every other client keeps its
+    /// address, so the container sees who connected. A client of the other address family than
+    /// the guest address also appears as the gateway (it cannot be represented).
+    pub fn inbound_client(&self, peer: SocketAddr, guest_v6: bool) -> SocketAddr {
+        let peer = match peer.ip() {
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::new(IpAddr::V4(v4), peer.port()),
+                None => peer,
+            },
+            IpAddr::V4(_) => peer,
+        };
+        let gateway = if guest_v6 {
+            IpAddr::V6(ipv6::GATEWAY)
+        } else {
+            IpAddr::V4(self.net.gateway())
+        };
+        let keep = match peer.ip() {
+            IpAddr::V4(a) => !guest_v6 && !a.is_loopback() && !a.is_unspecified(),
+            IpAddr::V6(a) => guest_v6 && !a.is_loopback() && !a.is_unspecified(),
+        };
+        if keep {
+            peer
+        } else {
+            SocketAddr::new(gateway, peer.port())
+        }
+    }
+
     /// How a host peer appears to the guest: loopback sources become the gateway (spec §2,
     /// libslirp `sotranslate_in`/`sotranslate_accept`); a reply from the resolver to a DNS flow
     /// appears to come from the DNS address; everything else is preserved.
@@ -556,6 +584,32 @@ mod tests {
             r.outbound(Proto::Udp, sa("10.0.2.3:53"), &ns()),
             Ok(sa("10.0.2.3:53"))
         );
+    }
+
+    #[test]
+    fn inbound_clients_of_forwards() {
+        let r = rules();
+        assert_eq!(
+            r.inbound_client(sa("127.0.0.1:5000"), false),
+            sa("10.0.2.2:5000")
+        );
+        assert_eq!(
+            r.inbound_client(sa("127.3.4.5:5000"), false),
+            sa("10.0.2.2:5000")
+        );
+        assert_eq!(
+            r.inbound_client(sa("198.51.100.7:5000"), false),
+            sa("198.51.100.7:5000")
+        );
+        assert_eq!(
+            r.inbound_client(sa("[::ffff:198.51.100.7]:5"), false),
+            sa("198.51.100.7:5")
+        );
+        assert_eq!(
+            r.inbound_client(sa("[2001:db8::1]:5"), false),
+            sa("10.0.2.2:5")
+        );
+        assert_eq!(r.inbound_client(sa("[::1]:5"), true), sa("[fd00::2]:5"));
     }
 
     #[test]

@@ -35,6 +35,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::wire::EthernetAddress;
 
 use crate::config::{Config, Outbound};
+use crate::forward::{ForwardTable, Listener};
 use crate::nat::resolv::{Nameservers, Resolvers, RESOLV_CONF};
 use crate::nat::{FlowId, Proto, Rules, Table};
 use crate::stack::classify::{self, Guest};
@@ -124,10 +125,16 @@ pub struct Proxy {
     graveyard: Vec<SocketHandle>,
     buf: Vec<u8>,
     reassembler: Reassembler,
+    /// UDP port-forward sessions: (guest endpoint, client as the guest sees it) -> forward.
+    sessions: udp::Sessions,
+    /// The guest's MAC, from the last frame classified here (for frames we originate).
+    guest_mac: Option<EthernetAddress>,
 }
 
 /// How often idle UDP/ICMP flows are looked for.
 const EXPIRY_CHECK_MS: u64 = 1000;
+/// Connections accepted from one forward listener per wake-up (fairness).
+const ACCEPT_BATCH: usize = 64;
 
 fn resolve_outbound<A: Into<IpAddr> + Copy>(o: &Option<Outbound<A>>, v6: bool) -> Option<IpAddr> {
     match o {
@@ -171,6 +178,8 @@ impl Proxy {
             graveyard: Vec::new(),
             buf: Vec::new(),
             reassembler: Reassembler::new(),
+            sessions: udp::Sessions::default(),
+            guest_mac: None,
         }
     }
 
@@ -224,6 +233,7 @@ impl Proxy {
         &mut self,
         stack: &mut Stack,
         registry: &Registry,
+        forwards: &ForwardTable,
         frame: &[u8],
         now_ms: u64,
     ) -> bool {
@@ -234,6 +244,15 @@ impl Proxy {
         let Some(guest_mac) = classify::source_mac(frame) else {
             return true;
         };
+        self.guest_mac = Some(guest_mac);
+        if let Guest::Udp {
+            src, dst, payload, ..
+        } = &kind
+        {
+            if self.sessions.reply(forwards, *src, *dst, payload, now_ms) {
+                return false;
+            }
+        }
         let l2 = L2 {
             src: self.stack_mac,
             dst: guest_mac,
@@ -277,7 +296,7 @@ impl Proxy {
                     let mut f = Vec::with_capacity(eth + whole.len());
                     f.extend_from_slice(&frame[..eth]);
                     f.extend_from_slice(&whole);
-                    if self.on_guest_frame(stack, registry, &f, now_ms) {
+                    if self.on_guest_frame(stack, registry, forwards, &f, now_ms) {
                         stack.device.push_rx(f);
                     }
                 }
@@ -293,6 +312,57 @@ impl Proxy {
             self.icmp_warned = true;
         }
         pass
+    }
+
+    /// A port-forward listener is readable: accept its clients or relay its datagrams.
+    pub fn on_forward_ready(
+        &mut self,
+        stack: &mut Stack,
+        registry: &Registry,
+        forwards: &ForwardTable,
+        fid: u64,
+        now_ms: u64,
+    ) {
+        let Some(fwd) = forwards.get(fid) else { return };
+        let guest = fwd.spec.guest_socket();
+        let l2 = L2 {
+            src: self.stack_mac,
+            dst: self
+                .guest_mac
+                .or_else(|| stack.vhost.guest_mac())
+                .unwrap_or(EthernetAddress::BROADCAST),
+        };
+        match &fwd.listener {
+            Listener::Tcp(l) => {
+                for _ in 0..ACCEPT_BATCH {
+                    match l.accept() {
+                        Ok((stream, peer)) => {
+                            let (mut env, table, flows, _) = self.env(now_ms);
+                            tcp::on_inbound(
+                                &mut env, table, flows, stack, registry, l2, guest, stream, peer,
+                            );
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            debug!("forward {fid}: accept: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            Listener::Udp(sock) => {
+                let mut sessions = std::mem::take(&mut self.sessions);
+                let (mut env, _, _, _) = self.env(now_ms);
+                sessions.on_forward_readable(&mut env, stack, fid, sock, l2, guest);
+                self.sessions = sessions;
+            }
+        }
+    }
+
+    /// A forward was removed: forget its UDP sessions.
+    pub fn on_forward_removed(&mut self, fid: u64) {
+        self.sessions.remove_forward(fid);
     }
 
     /// Readiness of a flow's host socket.
@@ -346,6 +416,7 @@ impl Proxy {
 
     /// Expire idle UDP and ICMP flows. Returns the next time (ms) this wants to run.
     pub fn on_timer(&mut self, now_ms: u64) -> Option<u64> {
+        let sessions = self.sessions.expire(now_ms);
         let (_, table, flows, graveyard) = self.env(now_ms);
         let mut any = false;
         for id in 0..flows.len() {
@@ -365,7 +436,7 @@ impl Proxy {
                 Self::close(table, flows, graveyard, id);
             }
         }
-        any.then_some(now_ms + EXPIRY_CHECK_MS)
+        (any || sessions).then_some(now_ms + EXPIRY_CHECK_MS)
     }
 
     fn close(

@@ -54,9 +54,16 @@ pub const BUFFER_SIZE: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// Outbound: the host connect() is in flight, the guest's SYN-ACK is paused.
     Connecting,
+    /// Inbound (port forward): the host client is accepted, smoltcp is connecting to the guest.
+    GuestConnecting,
     Open,
 }
+
+/// How long a port-forward connection may wait for the guest to answer its SYN before the host
+/// client is reset (the guest may be down or firewalled; the Linux default is about 2 minutes).
+pub const GUEST_CONNECT_TIMEOUT_SECS: u64 = 20;
 
 /// One TCP flow.
 pub struct Flow {
@@ -164,6 +171,89 @@ pub fn on_guest_syn(
     true
 }
 
+/// A client accepted on a TCP port forward: connect to the guest from the client's address.
+#[allow(clippy::too_many_arguments)]
+pub fn on_inbound(
+    env: &mut Env<'_>,
+    table: &mut Table,
+    flows: &mut Vec<Option<AnyFlow>>,
+    stack: &mut Stack,
+    registry: &Registry,
+    l2: L2,
+    guest: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let src = env.rules.inbound_client(peer, guest.is_ipv6());
+    let key = Key::tcp(guest, src);
+    if table.lookup(&key).is_some() {
+        debug!("tcp forward: {src} -> {guest} already has a flow; refusing {peer}");
+        let _ = sys::net::set_linger_zero(&stream);
+        return;
+    }
+    let id = match table.insert(new_entry(key, peer, env.now_ms)) {
+        Ok(id) => id,
+        Err(full) => {
+            debug!("tcp forward from {peer}: {full}");
+            let _ = sys::net::set_linger_zero(&stream);
+            return;
+        }
+    };
+    let setup = stream
+        .set_nonblocking(true)
+        .and_then(|()| stream.set_nodelay(true))
+        .and_then(|()| {
+            registry.register(
+                &mut SourceFd(&stream.as_raw_fd()),
+                flow_token(id),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+        });
+    if let Err(e) = setup {
+        debug!("tcp forward from {peer}: {e}");
+        table.remove(id);
+        return;
+    }
+    let mut sock = Socket::new(
+        SocketBuffer::new(vec![0u8; BUFFER_SIZE]),
+        SocketBuffer::new(vec![0u8; BUFFER_SIZE]),
+    );
+    sock.set_nagle_enabled(false);
+    sock.set_ack_delay(None);
+    sock.set_timeout(Some(smoltcp::time::Duration::from_secs(
+        GUEST_CONNECT_TIMEOUT_SECS,
+    )));
+    let remote = smoltcp::wire::IpEndpoint::new(IpAddress::from(guest.ip()), guest.port());
+    let local = smoltcp::wire::IpEndpoint::new(IpAddress::from(src.ip()), src.port());
+    if let Err(e) = sock.connect(stack.iface.context(), remote, local) {
+        debug!("tcp forward from {peer}: smoltcp connect: {e}");
+        table.remove(id);
+        let _ = sys::net::set_linger_zero(&stream);
+        return;
+    }
+    if let Some(e) = table.get_mut(id) {
+        e.host_local = stream.local_addr().ok();
+    }
+    let handle = stack.sockets.add(sock);
+    env.counters.created[0] += 1;
+    debug!("tcp forward {peer} -> {guest} (as {src}, flow {id})");
+    super::Proxy::store_flow(
+        flows,
+        id,
+        AnyFlow::Tcp(Flow {
+            handle,
+            stream: Some(stream),
+            phase: Phase::GuestConnecting,
+            readable: false,
+            writable: false,
+            host_eof: false,
+            host_shut_wr: false,
+            syn: Vec::new(),
+            l2,
+        }),
+    );
+}
+
 /// Answer a failed connect: RST for refusal, ICMP otherwise. Returns whether smoltcp should see
 /// the SYN (it answers RST when no socket listens).
 fn refuse_connect(
@@ -212,6 +302,25 @@ impl Flow {
             return self.check_connect(env, stack, table, id);
         }
         let sock = stack.sockets.get_mut::<Socket>(self.handle);
+        if self.phase == Phase::GuestConnecting {
+            match sock.state() {
+                State::SynSent | State::SynReceived => return false,
+                State::Established | State::CloseWait => {
+                    sock.set_timeout(None);
+                    self.phase = Phase::Open;
+                    debug!("tcp flow {id}: guest accepted");
+                }
+                _ => {
+                    // Refused (RST) or timed out: the host client sees a reset, as with
+                    // slirp4netns.
+                    debug!("tcp flow {id}: guest refused the forwarded connection");
+                    if let Some(s) = self.stream.take() {
+                        let _ = sys::net::set_linger_zero(&s);
+                    }
+                    return true;
+                }
+            }
+        }
         let state = sock.state();
         let mut out = 0u64;
         let mut inn = 0u64;

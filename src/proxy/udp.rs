@@ -319,6 +319,124 @@ impl Flow {
     }
 }
 
+/// Idle lifetime of a UDP port-forward session.
+pub const SESSION_TIMEOUT_MS: u64 = IDLE_TIMEOUT_MS;
+/// Most UDP port-forward sessions (distinct clients) at once.
+pub const MAX_SESSIONS: usize = crate::nat::MAX_UDP_FLOWS;
+
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    forward: u64,
+    peer: SocketAddr,
+    active_ms: u64,
+}
+
+/// UDP port-forward sessions.
+///
+/// A datagram from a client of a UDP forward goes to the guest from the client's address as the
+/// guest sees it ([`crate::nat::Rules::inbound_client`]). The guest's replies come back to that
+/// address from the forwarded port; they are recognised here by (guest endpoint, client) and
+/// sent from the forward's own socket to the real client, so the client sees replies from the
+/// port it used. This path bypasses the outbound rules on purpose: a reply to a loopback client
+/// must work with `--disable-host-loopback` too (slirp4netns drops it: podman #4586).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    map: std::collections::HashMap<(SocketAddr, SocketAddr), Session>,
+}
+
+impl Sessions {
+    /// Relay datagrams from the forward socket `sock` (forward `fid`) to `guest`.
+    pub fn on_forward_readable(
+        &mut self,
+        env: &mut Env<'_>,
+        stack: &mut Stack,
+        fid: u64,
+        sock: &UdpSocket,
+        l2: L2,
+        guest: SocketAddr,
+    ) {
+        if env.buf.len() < MAX_DATAGRAM {
+            env.buf.resize(MAX_DATAGRAM, 0);
+        }
+        for _ in 0..DRAIN_BATCH {
+            if !stack.device.tx_has_room() {
+                return; // level: the socket stays readable and is retried next wake-up
+            }
+            match sock.recv_from(env.buf) {
+                Ok((n, peer)) => {
+                    let src = env.rules.inbound_client(peer, guest.is_ipv6());
+                    let key = (guest, src);
+                    if !self.map.contains_key(&key) && self.map.len() >= MAX_SESSIONS {
+                        env.counters.dropped += 1;
+                        continue;
+                    }
+                    self.map.insert(
+                        key,
+                        Session {
+                            forward: fid,
+                            peer,
+                            active_ms: env.now_ms,
+                        },
+                    );
+                    let data = &env.buf[..n];
+                    if env
+                        .emitter
+                        .udp(l2, src, guest, data, &mut |f| {
+                            stack.device.push_tx(f);
+                        })
+                        .is_err()
+                    {
+                        env.counters.dropped += 1;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("udp forward {fid}: recv: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// If (`src`, `dst`) is a session, send `payload` to its client and return true.
+    pub fn reply(
+        &mut self,
+        forwards: &crate::forward::ForwardTable,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> bool {
+        let Some(s) = self.map.get_mut(&(src, dst)) else {
+            return false;
+        };
+        s.active_ms = now_ms;
+        if let Some(crate::forward::Forward {
+            listener: crate::forward::Listener::Udp(sock),
+            ..
+        }) = forwards.get(s.forward)
+        {
+            if let Err(e) = sock.send_to(payload, s.peer) {
+                debug!("udp forward {}: reply to {}: {e}", s.forward, s.peer);
+            }
+        }
+        true
+    }
+
+    /// Forget the sessions of a removed forward.
+    pub fn remove_forward(&mut self, fid: u64) {
+        self.map.retain(|_, s| s.forward != fid);
+    }
+
+    /// Drop idle sessions; returns whether any remain.
+    pub fn expire(&mut self, now_ms: u64) -> bool {
+        self.map
+            .retain(|_, s| now_ms.saturating_sub(s.active_ms) < SESSION_TIMEOUT_MS);
+        !self.map.is_empty()
+    }
+}
+
 /// IPv4-mapped IPv6 addresses compare equal to their IPv4 form.
 fn normalize(a: SocketAddr) -> SocketAddr {
     match a.ip() {

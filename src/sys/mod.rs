@@ -17,8 +17,10 @@
 //! - [`userns`]: create a user+network+mount namespace for `tapir run`.
 #![allow(unsafe_code)]
 
+pub mod caps;
 pub mod fd;
 pub mod ifconfig;
+pub mod mount;
 pub mod net;
 pub mod netns;
 pub mod tap;

@@ -117,6 +117,21 @@ pub fn tcp_connect(dst: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStr
     Ok(TcpStream::from(fd))
 }
 
+/// A non-blocking listening TCP socket on `addr` with `SO_REUSEADDR` (as slirp4netns's
+/// forwards), so a forward can be re-added while old connections linger in TIME-WAIT.
+pub fn tcp_listen(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let fd = socket(family_of(addr.ip()), libc::SOCK_STREAM, 0)?;
+    setsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    if addr.is_ipv6() {
+        // An IPv6 forward serves IPv6 only; IPv4 clients use an IPv4 forward.
+        setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    bind(&fd, addr)?;
+    // SAFETY: listen(2) on a socket we own, with an integer backlog.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(std::net::TcpListener::from(fd))
+}
+
 /// Make the next `close` of `s` send RST instead of FIN (`SO_LINGER` with a zero timeout).
 pub fn set_linger_zero(s: &TcpStream) -> io::Result<()> {
     let l = libc::linger {

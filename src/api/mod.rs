@@ -1,0 +1,330 @@
+//! The API socket server (`--api-socket`), slirp4netns-compatible.
+//!
+//! # Theory of operation
+//!
+//! A Unix stream socket at the given path (an existing file there is removed first, as
+//! slirp4netns does). Every connection carries one request and gets one reply ([`proto`]):
+//!
+//! 1. accept, non-blocking; the connection gets its own buffer and a deadline
+//!    ([`REQUEST_TIMEOUT_MS`]);
+//! 2. read whatever arrives; after each read, if the bytes hold one complete JSON value (or the
+//!    client shut down its writing side, or [`proto::MAX_REQUEST`] bytes arrived) the request is
+//!    answered. So a request split over several writes works (slirp4netns parses only the first
+//!    read), and a client that never shuts down works too (slirp4netns's behaviour);
+//! 3. the reply is written in one `write` (podman reads once), then the connection is closed.
+//!
+//! Nothing here blocks: a slow or idle client occupies only its slot, never the data path or
+//! other clients. Slots are bounded ([`MAX_CONNECTIONS`]); when they are all taken, the oldest
+//! connection is dropped to make room, so a flood of idle clients cannot lock out a real one.
+//! A client that sends nothing before its deadline is closed without a reply.
+//!
+//! The server calls only the [`ForwardTable`] (to add, list, remove forwards); it never touches
+//! the data plane. The socket file is removed when the server is dropped (clean exit, including
+//! SIGTERM), unlike slirp4netns, which leaves it behind on a signal.
+
+pub mod proto;
+
+use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use log::{debug, info, warn};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry};
+
+use crate::forward::{AddError, ForwardTable};
+use proto::{ApiError, Request};
+
+/// First mio token value used for API connections (the listener has its own runtime token).
+pub const CONN_TOKEN_BASE: usize = 1 << 16;
+/// Concurrent API connections. podman and rootlesskit use one at a time; 64 leaves room for
+/// parallel tooling while bounding memory (each slot holds at most 4 KiB).
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send its request.
+pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+
+/// Token of connection slot `i`.
+pub fn conn_token(i: usize) -> mio::Token {
+    mio::Token(CONN_TOKEN_BASE + i)
+}
+
+/// Slot of a connection token.
+pub fn token_conn(t: mio::Token) -> Option<usize> {
+    t.0.checked_sub(CONN_TOKEN_BASE)
+        .filter(|i| *i < MAX_CONNECTIONS)
+}
+
+/// Errors setting up the API socket.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// bind/listen failed (slirp4netns prints `api_bindlisten: bind: ...`).
+    #[error("api_bindlisten: {op}: {err}")]
+    Bind {
+        /// Which call failed.
+        op: &'static str,
+        /// The error.
+        err: io::Error,
+    },
+}
+
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    deadline_ms: u64,
+    opened_ms: u64,
+}
+
+/// What the server needs from the rest of tapir to answer requests.
+pub struct Handler<'a> {
+    /// The forwards.
+    pub forwards: &'a mut ForwardTable,
+    /// Registry for new forward listeners.
+    pub registry: &'a Registry,
+    /// Default guest address (N+100).
+    pub default_guest: Ipv4Addr,
+    /// Counters for `get_info`.
+    pub info: serde_json::Value,
+    /// Forwards removed by this request (the caller drops their UDP sessions).
+    pub removed: Vec<u64>,
+}
+
+/// The API server.
+pub struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+    conns: Vec<Option<Conn>>,
+    requests: u64,
+}
+
+impl Server {
+    /// Bind and listen at `path` (removing a stale file first), register under `token`.
+    pub fn bind(path: &Path, registry: &Registry, token: mio::Token) -> Result<Server, Error> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => warn!("cannot remove stale {}: {e}", path.display()),
+        }
+        let listener = UnixListener::bind(path).map_err(|err| Error::Bind { op: "bind", err })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|err| Error::Bind { op: "listen", err })?;
+        registry
+            .register(
+                &mut SourceFd(&listener.as_raw_fd()),
+                token,
+                Interest::READABLE,
+            )
+            .map_err(|err| Error::Bind { op: "listen", err })?;
+        Ok(Server {
+            listener,
+            path: path.to_owned(),
+            conns: (0..MAX_CONNECTIONS).map(|_| None).collect(),
+            requests: 0,
+        })
+    }
+
+    /// Requests answered so far.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// The listener is readable: accept every pending connection.
+    pub fn on_listener(&mut self, registry: &Registry, now_ms: u64) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => self.admit(stream, registry, now_ms),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("api: accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, stream: UnixStream, registry: &Registry, now_ms: u64) {
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let slot = match self.conns.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                // Evict the oldest connection: idle clients cannot lock out a real one.
+                let oldest = self
+                    .conns
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| c.as_ref().map(|c| (c.opened_ms, i)))
+                    .min()
+                    .map(|(_, i)| i)
+                    .unwrap_or(0);
+                debug!("api: all {MAX_CONNECTIONS} slots busy; dropping the oldest connection");
+                self.conns[oldest] = None;
+                oldest
+            }
+        };
+        if registry
+            .register(
+                &mut SourceFd(&stream.as_raw_fd()),
+                conn_token(slot),
+                Interest::READABLE,
+            )
+            .is_err()
+        {
+            return;
+        }
+        self.conns[slot] = Some(Conn {
+            stream,
+            buf: Vec::new(),
+            deadline_ms: now_ms + REQUEST_TIMEOUT_MS,
+            opened_ms: now_ms,
+        });
+    }
+
+    /// Connection `slot` is readable: read, and answer once the request is complete.
+    pub fn on_conn(&mut self, slot: usize, h: &mut Handler<'_>) {
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let mut eof = false;
+        let mut chunk = [0u8; proto::MAX_REQUEST];
+        loop {
+            let room = proto::MAX_REQUEST - conn.buf.len();
+            if room == 0 {
+                break;
+            }
+            match conn.stream.read(&mut chunk[..room]) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("api: read: {e}");
+                    self.conns[slot] = None;
+                    return;
+                }
+            }
+        }
+        let full = conn.buf.len() >= proto::MAX_REQUEST;
+        if !(eof || full || complete_json(&conn.buf)) {
+            return; // wait for more
+        }
+        let reply = if full {
+            debug!(
+                "api_handler: too large message (>= {} bytes)",
+                proto::MAX_REQUEST
+            );
+            proto::render_error(&ApiError::TooLarge)
+        } else {
+            debug!(
+                "api_handler: got request: {}",
+                String::from_utf8_lossy(&conn.buf)
+            );
+            answer(&conn.buf, h)
+        };
+        self.requests += 1;
+        // One write: the reply is far smaller than a socket buffer.
+        if let Err(e) = conn.stream.write_all(reply.as_bytes()) {
+            debug!("api: write: {e}");
+        }
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        self.conns[slot] = None;
+    }
+
+    /// Close connections past their deadline. Returns the earliest remaining deadline.
+    pub fn on_timer(&mut self, now_ms: u64) -> Option<u64> {
+        for c in self.conns.iter_mut() {
+            if c.as_ref().is_some_and(|c| c.deadline_ms <= now_ms) {
+                debug!("api: client sent no complete request in time; closing");
+                *c = None;
+            }
+        }
+        self.conns.iter().flatten().map(|c| c.deadline_ms).min()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether `buf` starts with one complete JSON value (after which anything may follow).
+fn complete_json(buf: &[u8]) -> bool {
+    let mut it = serde_json::Deserializer::from_slice(buf).into_iter::<serde::de::IgnoredAny>();
+    match it.next() {
+        Some(Ok(_)) => true,
+        Some(Err(e)) => !e.is_eof(),
+        None => false,
+    }
+}
+
+/// Perform one request and render the reply.
+fn answer(bytes: &[u8], h: &mut Handler<'_>) -> String {
+    let req = match proto::parse_request(bytes, h.default_guest) {
+        Ok(r) => r,
+        Err(e) => return proto::render_error(&e),
+    };
+    match req {
+        Request::AddHostfwd(spec) => match h.forwards.add(spec, h.registry) {
+            Ok(id) => {
+                info!(
+                    "forward {id}: {} {}:{} -> {}:{}",
+                    spec.proto.name(),
+                    spec.host_addr,
+                    spec.host_port,
+                    spec.guest_addr,
+                    spec.guest_port
+                );
+                proto::render_added(id)
+            }
+            Err(e @ (AddError::Bind { .. } | AddError::Full)) => {
+                warn!("add_hostfwd: {e}");
+                proto::render_error(&ApiError::AddFailed)
+            }
+        },
+        Request::ListHostfwd => proto::render_list(&h.forwards.list()),
+        Request::RemoveHostfwd(id) => match h.forwards.remove(id) {
+            Some(_) => {
+                h.removed.push(id);
+                info!("forward {id} removed");
+                proto::render_removed()
+            }
+            None => proto::render_error(&ApiError::RemoveBadId),
+        },
+        Request::GetInfo => proto::render_info(&h.info),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completeness() {
+        assert!(!complete_json(b""));
+        assert!(!complete_json(b"  "));
+        assert!(!complete_json(b"{\"execute\":"));
+        assert!(complete_json(b"{\"execute\":\"list_hostfwd\"}"));
+        assert!(complete_json(b"{\"execute\":\"list_hostfwd\"}\n"));
+        assert!(complete_json(b"{}{}"));
+        assert!(complete_json(b"[1,2]"));
+        assert!(
+            complete_json(b"}garbage"),
+            "invalid JSON is answered at once"
+        );
+    }
+
+    #[test]
+    fn tokens() {
+        assert_eq!(token_conn(conn_token(5)), Some(5));
+        assert_eq!(token_conn(mio::Token(1)), None);
+        assert_eq!(token_conn(conn_token(MAX_CONNECTIONS)), None);
+    }
+}
