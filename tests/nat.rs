@@ -348,3 +348,28 @@ fn tapir_run_reaches_a_server_on_host_loopback() {
         "{out:?}"
     );
 }
+
+#[test]
+fn ipv6_slaac_ping_tcp_and_udp_to_host_loopback() {
+    let Some(host) = host() else { return };
+    need!("ncat", "python3");
+    let _srv = host.spawn(As::Runner, &format!("{} greet ::1 18091", tcpserve()));
+    let _udp = host.spawn(As::Runner, "ncat -u -l -k ::1 18092 -e /bin/cat");
+    host.wait_listening(18091, false);
+    host.wait_listening(18092, true);
+    let (g, t) = start(&host, &["--enable-ipv6"]);
+    // SLAAC from the router advertisement (fd00::/64) and a default route via fe80::2.
+    wait_until(Duration::from_secs(10), || {
+        g.sh_any("ip -6 addr show dev tap0 scope global -tentative | grep -q 'inet6 fd00::'")
+            .status
+            .success()
+    });
+    let route = g.ok("ip -6 route show default");
+    assert!(route.contains("via fe80::2"), "{route}");
+    g.ok("ping -6 -c 1 -W 2 fd00::2");
+    g.ok("ping -6 -c 1 -W 2 fd00::3");
+    let out = g.ok("ncat fd00::2 18091 </dev/null");
+    assert_eq!(out, "ok\n", "{}", t.logs());
+    let out = g.ok("(echo udp6; sleep 1) | ncat -u -w 2 fd00::2 18092");
+    assert_eq!(out.trim(), "udp6", "{}", t.logs());
+}
