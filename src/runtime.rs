@@ -247,24 +247,10 @@ impl<'c> Runtime<'c> {
             let id = forwards
                 .add(*spec, poll.registry())
                 .map_err(|err| Error::Publish {
-                    spec: format!(
-                        "{} {}:{} -> {}:{}",
-                        spec.proto.name(),
-                        spec.host_addr,
-                        spec.host_port,
-                        spec.guest_addr,
-                        spec.guest_port
-                    ),
+                    spec: spec.to_string(),
                     err,
                 })?;
-            info!(
-                "forward {id}: {} {}:{} -> {}:{}",
-                spec.proto.name(),
-                spec.host_addr,
-                spec.host_port,
-                spec.guest_addr,
-                spec.guest_port
-            );
+            info!("forward {id}: {spec}");
         }
         let api = match &cfg.api_socket {
             Some(path) => Some(api::Server::bind(
@@ -393,7 +379,12 @@ impl<'c> Runtime<'c> {
         // Ingress first (frames just read, ACKs that free send space), then move bytes between
         // smoltcp and host sockets, then egress what that produced.
         self.stack.poll(now);
-        self.proxy.after_poll(&mut self.stack, now_ms);
+        self.proxy.after_poll(
+            &mut self.stack,
+            self.poll.registry(),
+            &self.forwards,
+            now_ms,
+        );
         self.stack.poll(now);
         if now_ms >= self.next_expiry_ms {
             self.next_expiry_ms = self

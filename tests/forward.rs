@@ -392,11 +392,8 @@ fn add_remove_cycles_leak_no_fd() {
         );
         assert_eq!(r, r#"{"return":{}}"#);
     }
-    assert_eq!(
-        s.tapir.fd_count(),
-        baseline,
-        "fds leaked over 200 add/remove cycles"
-    );
+    // The server closes each connection just after the client has seen EOF: allow a moment.
+    wait_until(Duration::from_secs(2), || s.tapir.fd_count() <= baseline);
 }
 
 #[test]

@@ -274,14 +274,7 @@ fn answer(bytes: &[u8], h: &mut Handler<'_>) -> String {
     match req {
         Request::AddHostfwd(spec) => match h.forwards.add(spec, h.registry) {
             Ok(id) => {
-                info!(
-                    "forward {id}: {} {}:{} -> {}:{}",
-                    spec.proto.name(),
-                    spec.host_addr,
-                    spec.host_port,
-                    spec.guest_addr,
-                    spec.guest_port
-                );
+                info!("forward {id}: {spec}");
                 proto::render_added(id)
             }
             Err(e @ (AddError::Bind { .. } | AddError::Full)) => {

@@ -76,6 +76,19 @@ impl ForwardSpec {
     }
 }
 
+impl std::fmt::Display for ForwardSpec {
+    /// `tcp 127.0.0.1:8080 -> 10.0.2.100:80` (IPv6 addresses in brackets).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} -> {}",
+            self.proto.name(),
+            self.host_socket(),
+            self.guest_socket()
+        )
+    }
+}
+
 /// Parse one `-p/--publish` value (`[HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]`, IPv6 host
 /// address in brackets) for the network `net`. The guest address is always `net.guest()`.
 pub fn parse_publish(s: &str, net: &Network) -> Result<ForwardSpec, ConfigError> {

@@ -12,7 +12,6 @@
 //!
 //! Flows expire after [`IDLE_TIMEOUT_MS`] without a request or reply.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
@@ -28,12 +27,27 @@ use crate::stack::emit::L2;
 use crate::stack::Stack;
 use crate::sys;
 
+/// The sequence number and payload of an echo reply read from a ping socket. The kernel has
+/// verified the checksum already, so it is not checked again.
+fn parse_echo_reply(msg: &[u8], v6: bool) -> Option<(u16, &[u8])> {
+    if v6 {
+        let p = Icmpv6Packet::new_checked(msg).ok()?;
+        let any = std::net::Ipv6Addr::UNSPECIFIED;
+        match Icmpv6Repr::parse(&any, &any, &p, &ChecksumCapabilities::ignored()) {
+            Ok(Icmpv6Repr::EchoReply { seq_no, data, .. }) => Some((seq_no, data)),
+            _ => None,
+        }
+    } else {
+        let p = Icmpv4Packet::new_checked(msg).ok()?;
+        match Icmpv4Repr::parse(&p, &ChecksumCapabilities::ignored()) {
+            Ok(Icmpv4Repr::EchoReply { seq_no, data, .. }) => Some((seq_no, data)),
+            _ => None,
+        }
+    }
+}
+
 /// Idle lifetime of an echo flow.
 pub const IDLE_TIMEOUT_MS: u64 = 10_000;
-/// Largest echo message read from a host socket.
-const MAX_ECHO: usize = 65_535;
-/// Replies relayed per pass.
-const DRAIN_BATCH: usize = 64;
 
 /// One echo flow.
 pub struct Flow {
@@ -183,77 +197,44 @@ impl Flow {
         if !self.readable {
             return false;
         }
-        if env.buf.len() < MAX_ECHO {
-            env.buf.resize(MAX_ECHO, 0);
-        }
-        for _ in 0..DRAIN_BATCH {
-            if !stack.device.tx_has_room() {
-                return false;
+        let mut bytes = 0u64;
+        let this = &*self;
+        let end = super::drain_datagrams(env, stack, &this.sock, |env, stack, from, n| {
+            let Some((seq, data)) = parse_echo_reply(&env.buf[..n], this.guest.is_ipv6()) else {
+                return;
+            };
+            let remote = from.ip();
+            let src = this
+                .peers
+                .iter()
+                .find(|(t, _)| *t == remote)
+                .map(|(_, g)| *g)
+                .unwrap_or_else(|| env.rules.inbound(from, false, &env.ns).ip());
+            bytes += data.len() as u64;
+            let emitted = env.emitter.echo(
+                this.l2,
+                false,
+                src,
+                this.guest,
+                this.ident,
+                seq,
+                data,
+                &mut |f| {
+                    stack.device.push_tx(f);
+                },
+            );
+            if emitted.is_err() {
+                env.counters.dropped += 1;
             }
-            match self.sock.recv_from(env.buf) {
-                Ok((n, from)) => {
-                    let msg = &env.buf[..n];
-                    let parsed = if self.guest.is_ipv6() {
-                        Icmpv6Packet::new_checked(msg).ok().and_then(|p| {
-                            // Checksums are verified by the kernel; parse without them.
-                            let any = std::net::Ipv6Addr::UNSPECIFIED;
-                            match Icmpv6Repr::parse(
-                                &any,
-                                &any,
-                                &p,
-                                &ChecksumCapabilities::ignored(),
-                            ) {
-                                Ok(Icmpv6Repr::EchoReply { seq_no, data, .. }) => {
-                                    Some((seq_no, data))
-                                }
-                                _ => None,
-                            }
-                        })
-                    } else {
-                        Icmpv4Packet::new_checked(msg).ok().and_then(|p| {
-                            match Icmpv4Repr::parse(&p, &ChecksumCapabilities::ignored()) {
-                                Ok(Icmpv4Repr::EchoReply { seq_no, data, .. }) => {
-                                    Some((seq_no, data))
-                                }
-                                _ => None,
-                            }
-                        })
-                    };
-                    let Some((seq, data)) = parsed else { continue };
-                    let remote = from.ip();
-                    let src = self
-                        .peers
-                        .iter()
-                        .find(|(t, _)| *t == remote)
-                        .map(|(_, g)| *g)
-                        .unwrap_or_else(|| env.rules.inbound(from, false, &env.ns).ip());
-                    let (l2, guest, ident) = (self.l2, self.guest, self.ident);
-                    let len = data.len() as u64;
-                    if env
-                        .emitter
-                        .echo(l2, false, src, guest, ident, seq, data, &mut |f| {
-                            stack.device.push_tx(f);
-                        })
-                        .is_err()
-                    {
-                        env.counters.dropped += 1;
-                    }
-                    self.active_ms = env.now_ms;
-                    if let Some(e) = table.get_mut(id) {
-                        e.bytes_in += len;
-                        e.active_ms = env.now_ms;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    debug!("icmp flow {id}: recv: {e}");
-                    self.readable = false;
-                    break;
-                }
+        });
+        if end != super::Drained::Pending {
+            self.readable = false;
+        }
+        if bytes > 0 {
+            self.active_ms = env.now_ms;
+            if let Some(e) = table.get_mut(id) {
+                e.bytes_in += bytes;
+                e.active_ms = env.now_ms;
             }
         }
         false

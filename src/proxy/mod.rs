@@ -129,6 +129,8 @@ pub struct Proxy {
     sessions: udp::Sessions,
     /// The guest's MAC, from the last frame classified here (for frames we originate).
     guest_mac: Option<EthernetAddress>,
+    /// UDP forwards that may still hold datagrams (their drain stopped early).
+    pending_forwards: Vec<u64>,
 }
 
 /// How often idle UDP/ICMP flows are looked for.
@@ -180,6 +182,7 @@ impl Proxy {
             reassembler: Reassembler::new(),
             sessions: udp::Sessions::default(),
             guest_mac: None,
+            pending_forwards: Vec::new(),
         }
     }
 
@@ -334,6 +337,7 @@ impl Proxy {
         };
         match &fwd.listener {
             Listener::Tcp(l) => {
+                let mut exhausted = false;
                 for _ in 0..ACCEPT_BATCH {
                     match l.accept() {
                         Ok((stream, peer)) => {
@@ -342,20 +346,32 @@ impl Proxy {
                                 &mut env, table, flows, stack, registry, l2, guest, stream, peer,
                             );
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            exhausted = true;
+                            break;
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
                             debug!("forward {fid}: accept: {e}");
+                            exhausted = true;
                             break;
                         }
                     }
+                }
+                // Edge-triggered: clients may still wait in the backlog; retry after the poll.
+                if !exhausted && !self.pending_forwards.contains(&fid) {
+                    self.pending_forwards.push(fid);
                 }
             }
             Listener::Udp(sock) => {
                 let mut sessions = std::mem::take(&mut self.sessions);
                 let (mut env, _, _, _) = self.env(now_ms);
-                sessions.on_forward_readable(&mut env, stack, fid, sock, l2, guest);
+                let end = sessions.on_forward_readable(&mut env, stack, fid, sock, l2, guest);
                 self.sessions = sessions;
+                // Edge-triggered: if datagrams may remain, retry after the next poll.
+                if end == Drained::Pending && !self.pending_forwards.contains(&fid) {
+                    self.pending_forwards.push(fid);
+                }
             }
         }
     }
@@ -394,9 +410,18 @@ impl Proxy {
 
     /// Move data between smoltcp and host sockets; finish flows that are done. Call after every
     /// `Interface::poll`.
-    pub fn after_poll(&mut self, stack: &mut Stack, now_ms: u64) {
+    pub fn after_poll(
+        &mut self,
+        stack: &mut Stack,
+        registry: &Registry,
+        forwards: &ForwardTable,
+        now_ms: u64,
+    ) {
         for h in self.graveyard.drain(..) {
             stack.sockets.remove(h);
+        }
+        for fid in std::mem::take(&mut self.pending_forwards) {
+            self.on_forward_ready(stack, registry, forwards, fid, now_ms);
         }
         let (mut env, table, flows, graveyard) = self.env(now_ms);
         for id in 0..flows.len() {
@@ -466,6 +491,53 @@ impl Proxy {
     pub fn count(&self, proto: Proto) -> usize {
         self.table.count(proto)
     }
+}
+
+/// Largest datagram read from a host socket (UDP over IPv4 carries at most 65507 bytes; an ICMP
+/// echo message at most 65535 - 20).
+pub const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams relayed from one host socket per pass, so one busy socket cannot starve others.
+pub const DRAIN_BATCH: usize = 64;
+
+/// How a [`drain_datagrams`] pass ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    /// The socket has nothing more (wait for its next readable edge).
+    Empty,
+    /// Stopped with data possibly pending: the guest queue is full or the batch is done
+    /// (retry after the next poll).
+    Pending,
+    /// A receive error other than "would block".
+    Error(std::io::ErrorKind),
+}
+
+/// Receive datagrams from `sock` while the guest's transmit queue has room, at most
+/// [`DRAIN_BATCH`], calling `deliver(env, stack, from, len)` for each; the bytes are in
+/// `env.buf[..len]`. Shared by UDP flows, UDP port forwards and ICMP echo flows.
+pub fn drain_datagrams(
+    env: &mut Env<'_>,
+    stack: &mut Stack,
+    sock: &std::net::UdpSocket,
+    mut deliver: impl FnMut(&mut Env<'_>, &mut Stack, SocketAddr, usize),
+) -> Drained {
+    if env.buf.len() < MAX_DATAGRAM {
+        env.buf.resize(MAX_DATAGRAM, 0);
+    }
+    for _ in 0..DRAIN_BATCH {
+        if !stack.device.tx_has_room() {
+            return Drained::Pending;
+        }
+        match sock.recv_from(env.buf) {
+            Ok((n, from)) => deliver(env, stack, from, n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Drained::Empty,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                debug!("recv from {:?}: {e}", sock.local_addr().ok());
+                return Drained::Error(e.kind());
+            }
+        }
+    }
+    Drained::Pending
 }
 
 /// A new NAT entry for `key` going to `target`.

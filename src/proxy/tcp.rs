@@ -79,6 +79,23 @@ pub struct Flow {
     l2: L2,
 }
 
+/// How long an open flow may wait for the guest to acknowledge data (or answer keep-alives)
+/// before it is aborted: bounds the life of flows whose guest vanished without a RST.
+pub const STALL_TIMEOUT_SECS: u64 = 300;
+
+/// A smoltcp socket configured for proxying: [`BUFFER_SIZE`] each way, no Nagle (the host side
+/// already batches), no delayed ACK (it costs a quarter of the throughput at MTU 65520).
+fn new_socket() -> Socket<'static> {
+    let mut sock = Socket::new(
+        SocketBuffer::new(vec![0u8; BUFFER_SIZE]),
+        SocketBuffer::new(vec![0u8; BUFFER_SIZE]),
+    );
+    sock.set_nagle_enabled(false);
+    sock.set_ack_delay(None);
+    sock.set_timeout(Some(smoltcp::time::Duration::from_secs(STALL_TIMEOUT_SECS)));
+    sock
+}
+
 /// A guest SYN. Returns whether smoltcp should see the frame.
 #[allow(clippy::too_many_arguments)]
 pub fn on_guest_syn(
@@ -135,12 +152,7 @@ pub fn on_guest_syn(
         table.remove(id);
         return true;
     }
-    let mut sock = Socket::new(
-        SocketBuffer::new(vec![0u8; BUFFER_SIZE]),
-        SocketBuffer::new(vec![0u8; BUFFER_SIZE]),
-    );
-    sock.set_nagle_enabled(false);
-    sock.set_ack_delay(None);
+    let mut sock = new_socket();
     sock.pause_synack(true);
     let listen = IpListenEndpoint {
         addr: Some(IpAddress::from(dst.ip())),
@@ -214,12 +226,7 @@ pub fn on_inbound(
         table.remove(id);
         return;
     }
-    let mut sock = Socket::new(
-        SocketBuffer::new(vec![0u8; BUFFER_SIZE]),
-        SocketBuffer::new(vec![0u8; BUFFER_SIZE]),
-    );
-    sock.set_nagle_enabled(false);
-    sock.set_ack_delay(None);
+    let mut sock = new_socket();
     sock.set_timeout(Some(smoltcp::time::Duration::from_secs(
         GUEST_CONNECT_TIMEOUT_SECS,
     )));
@@ -306,7 +313,7 @@ impl Flow {
             match sock.state() {
                 State::SynSent | State::SynReceived => return false,
                 State::Established | State::CloseWait => {
-                    sock.set_timeout(None);
+                    sock.set_timeout(Some(smoltcp::time::Duration::from_secs(STALL_TIMEOUT_SECS)));
                     self.phase = Phase::Open;
                     debug!("tcp flow {id}: guest accepted");
                 }

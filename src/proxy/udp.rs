@@ -17,7 +17,6 @@
 //! Flows expire after [`IDLE_TIMEOUT_MS`] without traffic, or [`DNS_TIMEOUT_MS`] for flows that
 //! only talked to the DNS proxy (libslirp's `SO_EXPIRE`/`SO_EXPIREFAST`).
 
-use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
@@ -37,10 +36,6 @@ pub const IDLE_TIMEOUT_MS: u64 = 240_000;
 pub const DNS_TIMEOUT_MS: u64 = 10_000;
 /// Destinations remembered per flow for mapping replies and errors back.
 pub const MAX_PEERS: usize = 8;
-/// Largest datagram read from a host socket (IPv4 maximum payload).
-pub const MAX_DATAGRAM: usize = 65_507;
-/// Datagrams relayed from one host socket per pass, so one busy flow cannot starve others.
-const DRAIN_BATCH: usize = 64;
 
 /// One UDP flow.
 pub struct Flow {
@@ -261,45 +256,31 @@ impl Flow {
         if !self.readable {
             return false;
         }
-        if env.buf.len() < MAX_DATAGRAM {
-            env.buf.resize(MAX_DATAGRAM, 0);
-        }
         let mut bytes = 0u64;
-        for _ in 0..DRAIN_BATCH {
-            if !stack.device.tx_has_room() {
-                return false; // stay readable; the tap's writable edge brings us back
+        let this = &*self;
+        let end = super::drain_datagrams(env, stack, &this.sock, |env, stack, from, n| {
+            let src = this.guest_view(env, from);
+            bytes += n as u64;
+            let emitted = env
+                .emitter
+                .udp(this.l2, src, this.guest, &env.buf[..n], &mut |f| {
+                    stack.device.push_tx(f);
+                });
+            if emitted.is_err() {
+                env.counters.dropped += 1;
             }
-            match self.sock.recv_from(env.buf) {
-                Ok((n, from)) => {
-                    let src = self.guest_view(env, from);
-                    let guest = self.guest;
-                    let l2 = self.l2;
-                    let data = &env.buf[..n];
-                    if env
-                        .emitter
-                        .udp(l2, src, guest, data, &mut |f| {
-                            stack.device.push_tx(f);
-                        })
-                        .is_err()
-                    {
-                        env.counters.dropped += 1;
-                    }
-                    bytes += n as u64;
-                    self.active_ms = env.now_ms;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // A queued ICMP error surfaces as a recv error too: relay it.
-                    debug!("udp flow {id}: recv: {e}");
-                    self.relay_errors(env, stack);
-                }
+        });
+        match end {
+            super::Drained::Pending => {}
+            super::Drained::Empty => self.readable = false,
+            // A queued ICMP error surfaces as a receive error: relay it.
+            super::Drained::Error(_) => {
+                self.readable = false;
+                self.relay_errors(env, stack);
             }
         }
         if bytes > 0 {
+            self.active_ms = env.now_ms;
             if let Some(e) = table.get_mut(id) {
                 e.bytes_in += bytes;
                 e.active_ms = env.now_ms;
@@ -354,49 +335,30 @@ impl Sessions {
         sock: &UdpSocket,
         l2: L2,
         guest: SocketAddr,
-    ) {
-        if env.buf.len() < MAX_DATAGRAM {
-            env.buf.resize(MAX_DATAGRAM, 0);
-        }
-        for _ in 0..DRAIN_BATCH {
-            if !stack.device.tx_has_room() {
-                return; // level: the socket stays readable and is retried next wake-up
+    ) -> super::Drained {
+        let map = &mut self.map;
+        super::drain_datagrams(env, stack, sock, |env, stack, peer, n| {
+            let src = env.rules.inbound_client(peer, guest.is_ipv6());
+            let key = (guest, src);
+            if !map.contains_key(&key) && map.len() >= MAX_SESSIONS {
+                env.counters.dropped += 1;
+                return;
             }
-            match sock.recv_from(env.buf) {
-                Ok((n, peer)) => {
-                    let src = env.rules.inbound_client(peer, guest.is_ipv6());
-                    let key = (guest, src);
-                    if !self.map.contains_key(&key) && self.map.len() >= MAX_SESSIONS {
-                        env.counters.dropped += 1;
-                        continue;
-                    }
-                    self.map.insert(
-                        key,
-                        Session {
-                            forward: fid,
-                            peer,
-                            active_ms: env.now_ms,
-                        },
-                    );
-                    let data = &env.buf[..n];
-                    if env
-                        .emitter
-                        .udp(l2, src, guest, data, &mut |f| {
-                            stack.device.push_tx(f);
-                        })
-                        .is_err()
-                    {
-                        env.counters.dropped += 1;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    debug!("udp forward {fid}: recv: {e}");
-                    return;
-                }
+            map.insert(
+                key,
+                Session {
+                    forward: fid,
+                    peer,
+                    active_ms: env.now_ms,
+                },
+            );
+            let emitted = env.emitter.udp(l2, src, guest, &env.buf[..n], &mut |f| {
+                stack.device.push_tx(f);
+            });
+            if emitted.is_err() {
+                env.counters.dropped += 1;
             }
-        }
+        })
     }
 
     /// If (`src`, `dst`) is a session, send `payload` to its client and return true.
