@@ -412,38 +412,29 @@ impl<'c> Runtime<'c> {
     }
 
     fn on_api_conn(&mut self, slot: usize) {
+        let now_ms = self.now_ms();
         let Some(server) = self.api.as_mut() else {
             return;
         };
-        let c = self.proxy.counters();
-        let d = self.stack.device.counters();
-        let t = self.proxy.table();
-        let info = serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "flows": {
-                "tcp": t.count(crate::nat::Proto::Tcp),
-                "udp": t.count(crate::nat::Proto::Udp),
-                "icmp": t.count(crate::nat::Proto::Icmp),
-                "refused_full": t.refused(),
-            },
-            "flows_created": { "tcp": c.created[0], "udp": c.created[1], "icmp": c.created[2] },
-            "refused": c.refused,
-            "dropped": c.dropped,
-            "fragments": c.fragments,
-            "frames": {
+        let (proxy, device) = (&self.proxy, &self.stack.device);
+        // Built only for get_info.
+        let info = || {
+            let d = device.counters();
+            let mut v = proxy.info(now_ms);
+            v["version"] = serde_json::json!(env!("CARGO_PKG_VERSION"));
+            v["frames"] = serde_json::json!({
                 "rx": d.rx_frames,
                 "tx": d.tx_frames,
                 "tx_dropped": d.tx_dropped,
                 "tx_blocked": d.tx_blocked,
-            },
-            "forwards": self.forwards.len(),
-            "api_requests": server.requests(),
-        });
+            });
+            v
+        };
         let mut h = api::Handler {
             forwards: &mut self.forwards,
             registry: self.poll.registry(),
             default_guest: self.cfg.net.guest(),
-            info,
+            info: &info,
             removed: Vec::new(),
         };
         server.on_conn(slot, &mut h);

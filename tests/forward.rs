@@ -463,3 +463,27 @@ fn publish_on_the_command_line_and_ctl() {
     assert_eq!(code, Some(1));
     assert!(err.contains("invalid --publish value"), "{err}");
 }
+
+#[test]
+fn get_info_lists_live_flows_with_state_and_bytes() {
+    let Some(s) = setup(&[]) else { return };
+    // A host server that answers and keeps the connection open for a while.
+    let _srv = s.host.spawn(
+        As::Runner,
+        "ncat -l 127.0.0.1 18211 -c 'echo hello; sleep 5'",
+    );
+    s.host.wait_listening(18211, false);
+    let _client = in_guest(&s.guest, "sh -c 'sleep 5 | ncat 10.0.2.2 18211 >/dev/null'");
+    let mut info = String::new();
+    wait_until(Duration::from_secs(5), || {
+        info = api(&s.sock, r#"{"execute":"get_info"}"#);
+        info.contains(r#""state":"open""#) && info.contains(r#""bytes_in":6"#)
+    });
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let flow = &v["return"]["flows"]["list"][0];
+    assert_eq!(flow["proto"], "tcp");
+    assert_eq!(flow["remote"], "10.0.2.2:18211");
+    assert_eq!(flow["target"], "127.0.0.1:18211");
+    assert!(flow["guest"].as_str().unwrap().starts_with("10.0.2.100:"));
+    assert_eq!(v["return"]["flows"]["tcp"], 1);
+}

@@ -84,8 +84,8 @@ pub struct Handler<'a> {
     pub registry: &'a Registry,
     /// Default guest address (N+100).
     pub default_guest: Ipv4Addr,
-    /// Counters for `get_info`.
-    pub info: serde_json::Value,
+    /// Counters for `get_info` (called only for that request).
+    pub info: &'a dyn Fn() -> serde_json::Value,
     /// Forwards removed by this request (the caller drops their UDP sessions).
     pub removed: Vec<u64>,
 }
@@ -226,7 +226,7 @@ impl Server {
                 "api_handler: got request: {}",
                 String::from_utf8_lossy(&conn.buf)
             );
-            answer(&conn.buf, h)
+            answer(&conn.buf, h, self.requests)
         };
         self.requests += 1;
         // One write: the reply is far smaller than a socket buffer.
@@ -266,7 +266,7 @@ fn complete_json(buf: &[u8]) -> bool {
 }
 
 /// Perform one request and render the reply.
-fn answer(bytes: &[u8], h: &mut Handler<'_>) -> String {
+fn answer(bytes: &[u8], h: &mut Handler<'_>, requests: u64) -> String {
     let req = match proto::parse_request(bytes, h.default_guest) {
         Ok(r) => r,
         Err(e) => return proto::render_error(&e),
@@ -291,7 +291,12 @@ fn answer(bytes: &[u8], h: &mut Handler<'_>) -> String {
             }
             None => proto::render_error(&ApiError::RemoveBadId),
         },
-        Request::GetInfo => proto::render_info(&h.info),
+        Request::GetInfo => {
+            let mut v = (h.info)();
+            v["forwards"] = serde_json::json!(h.forwards.len());
+            v["api_requests"] = serde_json::json!(requests);
+            proto::render_info(&v)
+        }
     }
 }
 

@@ -123,6 +123,31 @@ fn unspecified_like(ip: IpAddr) -> SocketAddr {
 /// must drop it when the flow goes.
 pub type FlowId = usize;
 
+/// Where a flow is in its life (for diagnostics; the proxies own the real state machines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// TCP: the host connect (outbound) or the guest connect (port forward) is in flight.
+    Connecting,
+    /// TCP: both directions open.
+    Open,
+    /// TCP: one direction has finished.
+    HalfClosed,
+    /// UDP and ICMP: the host socket is live until it expires.
+    Active,
+}
+
+impl State {
+    /// Lower-case name for logs and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Open => "open",
+            State::HalfClosed => "half-closed",
+            State::Active => "active",
+        }
+    }
+}
+
 /// One flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -132,6 +157,8 @@ pub struct Entry {
     pub target: SocketAddr,
     /// Local address of the host socket, once known.
     pub host_local: Option<SocketAddr>,
+    /// Life-cycle state.
+    pub state: State,
     /// Bytes guest -> host.
     pub bytes_out: u64,
     /// Bytes host -> guest.
@@ -442,6 +469,7 @@ mod tests {
             key,
             target: key.remote,
             host_local: None,
+            state: State::Active,
             bytes_out: 0,
             bytes_in: 0,
             created_ms: 0,

@@ -133,6 +133,8 @@ pub struct Proxy {
     pending_forwards: Vec<u64>,
 }
 
+/// Flows listed by `get_info` at most (bounds the reply; the API caps nothing else).
+pub const MAX_INFO_FLOWS: usize = 256;
 /// How often idle UDP/ICMP flows are looked for.
 const EXPIRY_CHECK_MS: u64 = 1000;
 /// Connections accepted from one forward listener per wake-up (fairness).
@@ -194,6 +196,45 @@ impl Proxy {
     /// Counters.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// A JSON snapshot for the API's `get_info`: counters and up to [`MAX_INFO_FLOWS`] flows.
+    pub fn info(&self, now_ms: u64) -> serde_json::Value {
+        let t = &self.table;
+        let c = &self.counters;
+        let flows: Vec<serde_json::Value> = t
+            .iter()
+            .take(MAX_INFO_FLOWS)
+            .map(|(id, e)| {
+                serde_json::json!({
+                    "id": id,
+                    "proto": e.key.proto.name(),
+                    "guest": e.key.guest.to_string(),
+                    "remote": e.key.remote.to_string(),
+                    "target": e.target.to_string(),
+                    "host_local": e.host_local.map(|a| a.to_string()),
+                    "state": e.state.name(),
+                    "bytes_out": e.bytes_out,
+                    "bytes_in": e.bytes_in,
+                    "age_ms": now_ms.saturating_sub(e.created_ms),
+                    "idle_ms": now_ms.saturating_sub(e.active_ms),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "flows": {
+                "tcp": t.count(Proto::Tcp),
+                "udp": t.count(Proto::Udp),
+                "icmp": t.count(Proto::Icmp),
+                "refused_full": t.refused(),
+                "list": flows,
+            },
+            "flows_created": { "tcp": c.created[0], "udp": c.created[1], "icmp": c.created[2] },
+            "refused": c.refused,
+            "dropped": c.dropped,
+            "fragments": c.fragments,
+            "reassembly_dropped": self.reassembler.dropped(),
+        })
     }
 
     fn env(
@@ -550,6 +591,11 @@ pub(crate) fn new_entry(
         key,
         target,
         host_local: None,
+        state: if key.proto == Proto::Tcp {
+            crate::nat::State::Connecting
+        } else {
+            crate::nat::State::Active
+        },
         bytes_out: 0,
         bytes_in: 0,
         created_ms: now_ms,

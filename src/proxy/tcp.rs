@@ -391,6 +391,11 @@ impl Flow {
             if out + inn > 0 {
                 e.active_ms = env.now_ms;
             }
+            e.state = if self.host_eof || self.host_shut_wr {
+                crate::nat::State::HalfClosed
+            } else {
+                crate::nat::State::Open
+            };
         }
 
         let state = sock.state();
