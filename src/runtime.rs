@@ -394,7 +394,10 @@ impl<'c> Runtime<'c> {
         }
         self.flush_tap()?;
 
-        if self.tap_readable {
+        // More frames wait in the tap: come back at once, unless we are holding back because the
+        // guest is not draining what we owe it (then the tap's writable edge wakes us; spinning
+        // here would burn a core).
+        if self.tap_readable && self.stack.device.tx_has_room() {
             return Ok(Some(StdDuration::ZERO));
         }
         let mut wait = MAX_SLEEP;
