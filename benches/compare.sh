@@ -1,0 +1,574 @@
+#!/usr/bin/env bash
+# benches/compare.sh: tapir side by side with slirp4netns (and pasta when installed).
+#
+#   sudo benches/compare.sh          # or as a plain user with unprivileged user namespaces
+#   ROUNDS=3 DURATION=5 MTUS="65520 1500" IMPLS="tapir slirp4netns pasta" benches/compare.sh
+#
+# Every run (one implementation, one MTU, one round) gets a fresh private "host" network
+# namespace (`unshare -nm` as root, `unshare -rnm` otherwise) with only `lo` up; the servers
+# listen on its 127.0.0.1, the guest is a nested network namespace, and the helper maps the
+# guest's 10.0.2.2 to that loopback. Nothing is sent outside namespaces this script creates.
+# See benches/README.md for the workloads, the exact commands and how to read the output.
+set -euo pipefail
+
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+BENCH_DIR=$(dirname "$SELF")
+REPO=$(dirname "$BENCH_DIR")
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+export ROUNDS=${ROUNDS:-3}
+export DURATION=${DURATION:-5}
+export MTUS=${MTUS:-"65520 1500"}
+export IMPLS=${IMPLS:-"tapir slirp4netns pasta"}
+export TAPIR=${TAPIR:-$REPO/target/release/tapir}
+export SLIRP4NETNS=${SLIRP4NETNS:-slirp4netns}
+export PASTA=${PASTA:-pasta}
+export LATENCY_TOOL=${LATENCY_TOOL:-auto} # auto (sockperf if installed) | sockperf | python3
+
+# Ports, all inside the private host namespace (or the guest's namespace for P_GUEST).
+P_G2H=5201       # host iperf3 server, guest -> host
+P_H2G=5202       # host iperf3 server, host -> guest (client in the guest with -R)
+P_FWD=15201      # host port forwarded to the guest
+P_GUEST=5201     # guest iperf3 server behind the forward
+P_LAT=11111      # host sockperf (or pingpong.py) server
+P_HTTP=18080     # host nginx
+GATEWAY=10.0.2.2 # guest's view of the host's 127.0.0.1
+
+CLIENT_TIMEOUT=$((DURATION + 20))
+RUN_TIMEOUT=$((5 * (DURATION + 25) + 60))
+
+die() { echo "compare.sh: $*" >&2; exit 1; }
+now_us() { local t=${EPOCHREALTIME/[.,]/}; echo "$t"; }
+
+usage() {
+    sed -n '2,11p' "$SELF" | sed 's/^# \{0,1\}//'
+    exit 0
+}
+
+# ---------------------------------------------------------------------------------------------
+# One run, executed inside the private host namespace: __run IMPL MTU ROUND OUTDIR
+# ---------------------------------------------------------------------------------------------
+
+W=""        # scratch dir (API socket, fifo, nginx config, guest netns bind mount)
+OUT=""      # per-run results dir
+MF=""       # per-run metrics, one JSON object per line
+GUEST=""    # pid of the guest's `sleep`, whose netns is the guest
+HELPER=""   # pid of the stack process (tapir / slirp4netns / pasta)
+PIDS=()     # servers to stop
+
+record() { # METRIC VALUE STATUS TOOL COMMAND [NOTE]
+    jq -cn --arg m "$1" --arg v "$2" --arg s "$3" --arg t "$4" --arg c "$5" --arg n "${6:-}" \
+        '{metric: $m, value: (if $v == "" then null else ($v | tonumber) end), status: $s,
+          tool: $t, cmd: $c} + (if $n == "" then {} else {note: $n} end)' >>"$MF"
+}
+
+start_bg() { # LOGNAME CMD...  (host namespace)
+    local log=$1; shift
+    "$@" >>"$OUT/$log.log" 2>&1 &
+    PIDS+=($!)
+}
+
+stop_bg() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    PIDS=()
+    NO_SERVER=""
+}
+
+NO_SERVER=""  # set when the server of the current workload did not start listening
+
+wait_listen() { # PORT [guest]
+    local i out
+    for ((i = 0; i < 100; i++)); do
+        if [[ ${2:-} == guest ]]; then
+            out=$(nsenter -t "$GUEST" -n -- ss -Hltn "sport = :$1" 2>/dev/null || true)
+        else
+            out=$(ss -Hltn "sport = :$1" 2>/dev/null || true)
+        fi
+        [[ -n $out ]] && return 0
+        sleep 0.05
+    done
+    NO_SERVER="server on port $1 did not listen within 5 s"
+    return 1
+}
+
+helper_alive() { [[ -n $HELPER ]] && kill -0 "$HELPER" 2>/dev/null; }
+
+# VmHWM after each workload (raw results only), to see which workload sets the peak.
+hwm_mark() { # WORKLOAD
+    helper_alive && record "hwm_after_$1_kib" "$(proc_kib VmHWM)" ok procfs "VmHWM after $1"
+    return 0
+}
+
+proc_kib() { # FIELD -> kB value from /proc/HELPER/status
+    awk -v f="$1:" '$1 == f { print $2 }' "/proc/$HELPER/status" 2>/dev/null || true
+}
+
+cleanup_run() {
+    set +e
+    if [[ -n $HELPER ]]; then
+        kill -TERM "$HELPER" 2>/dev/null
+        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$HELPER" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$HELPER" 2>/dev/null
+    fi
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    [[ -n $GUEST ]] && kill -KILL "$GUEST" 2>/dev/null
+    wait 2>/dev/null
+    if [[ -n $W ]]; then
+        umount "$W/guest.netns" 2>/dev/null
+        rm -rf "$W"
+    fi
+}
+
+# Runs CMD in the guest (or the host) with a timeout. Sets CLIENT_RC; output to $OUT/NAME.out.
+client() { # NAME guest|host CMD...
+    local name=$1 where=$2; shift 2
+    CLIENT_RC=0
+    if [[ -n $NO_SERVER ]]; then
+        echo "not run: $NO_SERVER" >"$OUT/$name.err"
+        : >"$OUT/$name.out"
+        CLIENT_RC=253
+        return
+    fi
+    if [[ $where == guest ]]; then
+        timeout -k 3 "$CLIENT_TIMEOUT" nsenter -t "$GUEST" -n -- "$@" \
+            >"$OUT/$name.out" 2>"$OUT/$name.err" || CLIENT_RC=$?
+    else
+        timeout -k 3 "$CLIENT_TIMEOUT" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" || CLIENT_RC=$?
+    fi
+}
+stalled() { [[ $CLIENT_RC == 124 || $CLIENT_RC == 137 ]]; }
+failure() { echo "exit status $CLIENT_RC: $(tail -c 300 "$OUT/$1.err" | tr '\n' ' ')"; }
+
+measure_iperf() { # METRIC guest|host CMD...
+    local metric=$1 where=$2; shift 2
+    local cmd="$where\$ $*" bps err
+    if ! helper_alive; then record "$metric" "" error iperf3 "$cmd" "helper not running"; return; fi
+    client "$metric" "$where" "$@"
+    if stalled; then
+        record "$metric" 0 stall iperf3 "$cmd" "client killed after ${CLIENT_TIMEOUT}s"
+        return
+    fi
+    bps=$(jq -r '.end.sum_received.bits_per_second // empty' "$OUT/$metric.out" 2>/dev/null || true)
+    err=$(jq -r '.error // empty' "$OUT/$metric.out" 2>/dev/null || true)
+    if [[ -n $bps && -z $err ]]; then
+        record "$metric" "$bps" ok iperf3 "$cmd"
+    elif [[ $err == *"timed out"* ]]; then
+        # The helper accepted nothing within --connect-timeout: a stall, not a failure.
+        record "$metric" 0 stall iperf3 "$cmd" "$err"
+    else
+        record "$metric" "" error iperf3 "$cmd" "${err:-$(failure "$metric")}"
+    fi
+}
+
+api_call() { # SOCKET JSON -> response on stdout
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(5)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode())
+s.shutdown(socket.SHUT_WR)
+out = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    out += b
+print(out.decode())' "$1" "$2"
+    else
+        printf '%s' "$2" | timeout 5 ncat -U "$1"
+    fi
+}
+
+start_helper() { # IMPL MTU -> sets HELPER, records ready_ms
+    local impl=$1 mtu=$2 t0 t1 byte bin cmd i
+    case $impl in
+    tapir | slirp4netns)
+        if [[ $impl == tapir ]]; then bin=$TAPIR; else bin=$SLIRP4NETNS; fi
+        local argv=(--configure "--mtu=$mtu" --api-socket "$W/api.sock" --ready-fd=3 "$GUEST" tap0)
+        cmd="host\$ $impl ${argv[*]} 3>FIFO"
+        mkfifo "$W/ready"
+        t0=$(now_us)
+        "$bin" "${argv[@]}" 3>"$W/ready" >"$OUT/helper.log" 2>&1 &
+        HELPER=$!
+        if read -r -N1 -t 20 byte <"$W/ready" && [[ $byte == 1 ]]; then
+            t1=$(now_us)
+        else
+            record ready_ms "" error "ready-fd" "$cmd" "no ready byte within 20 s (see helper.log)"
+            return 1
+        fi
+        ;;
+    pasta)
+        # pasta refuses to start without a host interface that has a default route: give the
+        # private host namespace a veth pair (both ends stay in it) and a route via an address
+        # nobody owns. It changes to user nobody when it sees uid 0, so keep uid 0 (--runas).
+        ip link add bext0 type veth peer name bext1
+        ip link set bext1 up
+        ip addr add 192.0.2.1/24 dev bext0
+        ip link set bext0 up
+        ip route add default via 192.0.2.2 dev bext0
+        local argv=(--config-net -m "$mtu" -a 10.0.2.100 -n 24 -g "$GATEWAY" -I tap0 -4 -q
+            --runas 0:0 -t "$P_FWD:$P_GUEST" -T none -u none -U none
+            -P "$W/pasta.pid" --netns "$W/guest.netns")
+        cmd="host\$ pasta ${argv[*]}"
+        # pasta forks into the background once the namespace is configured: the foreground
+        # process exiting is its ready signal.
+        t0=$(now_us)
+        if ! timeout 20 "$PASTA" "${argv[@]}" >"$OUT/helper.log" 2>&1; then
+            record ready_ms "" error pasta "$cmd" "pasta failed (see helper.log)"
+            return 1
+        fi
+        t1=$(now_us)
+        for ((i = 0; i < 40; i++)); do [[ -s $W/pasta.pid ]] && break; sleep 0.05; done
+        HELPER=$(cat "$W/pasta.pid" 2>/dev/null || true)
+        [[ -n $HELPER ]] || { record ready_ms "" error pasta "$cmd" "no pid file"; return 1; }
+        ;;
+    esac
+    record ready_ms "$(((t1 - t0) / 1000)).$(printf '%03d' $(((t1 - t0) % 1000)))" ok "ready" "$cmd"
+}
+
+write_nginx_conf() {
+    mkdir -p "$W/www" "$W/ngx"
+    head -c 612 /dev/zero | tr '\0' x >"$W/www/index.html"
+    # Single process (master_process off) and `user root`: no privilege switching and no chown
+    # to an unmapped user, so it runs the same way as root and inside a user namespace (where
+    # "root" is the invoking user).
+    cat >"$W/nginx.conf" <<EOF
+daemon off;
+master_process off;
+user root root;
+pid $W/ngx/nginx.pid;
+error_log $W/ngx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $W/ngx/cb; proxy_temp_path $W/ngx/px; fastcgi_temp_path $W/ngx/fc;
+    uwsgi_temp_path $W/ngx/uw; scgi_temp_path $W/ngx/sc;
+    server { listen 127.0.0.1:$P_HTTP backlog=4096; root $W/www; }
+}
+EOF
+}
+
+run_one() {
+    local impl=$1 mtu=$2 round=$3 resp i
+    OUT=$4
+    MF="$OUT/metrics.jsonl"
+    : >"$MF"
+    trap cleanup_run EXIT
+    trap 'exit 143' TERM INT HUP
+    W=$(mktemp -d /tmp/tapir-bench-run.XXXXXX)
+    chmod 755 "$W"
+    ip link set lo up
+
+    # The guest: a sleeping process in a new network namespace, also bind-mounted to a file
+    # (pasta attaches by path; tapir and slirp4netns attach by PID).
+    touch "$W/guest.netns"
+    unshare --net="$W/guest.netns" sleep infinity &
+    GUEST=$!
+    for ((i = 0; i < 100; i++)); do
+        [[ $(cat "/proc/$GUEST/comm" 2>/dev/null) == sleep ]] && break
+        sleep 0.02
+    done
+
+    start_helper "$impl" "$mtu" || exit 0
+
+    # Idle RSS: one second after the ready signal.
+    sleep 1
+    record rss_idle_kib "$(proc_kib VmRSS)" ok procfs "VmRSS of pid $HELPER, ready + 1 s"
+
+    # iperf3 guest -> host through the gateway.
+    start_bg iperf3-server-g2h iperf3 -s -1 -B 127.0.0.1 -p "$P_G2H"
+    wait_listen "$P_G2H" || true
+    measure_iperf g2h_bps guest iperf3 -c "$GATEWAY" -p "$P_G2H" -t "$DURATION" -J --connect-timeout 5000
+    stop_bg
+    hwm_mark g2h
+
+    # iperf3 host -> guest through the gateway (client in the guest, server sends: -R).
+    start_bg iperf3-server-h2g iperf3 -s -1 -B 127.0.0.1 -p "$P_H2G"
+    wait_listen "$P_H2G" || true
+    measure_iperf h2g_bps guest iperf3 -c "$GATEWAY" -p "$P_H2G" -t "$DURATION" -R -J --connect-timeout 5000
+    stop_bg
+    hwm_mark h2g
+
+    # iperf3 host -> guest through a port forward (API add_hostfwd; pasta: -t at launch).
+    if [[ $impl != pasta ]]; then
+        local req='{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":'$P_FWD',"guest_port":'$P_GUEST'}}'
+        resp=$(api_call "$W/api.sock" "$req" 2>&1 || true)
+        echo "$req -> $resp" >"$OUT/api.log"
+    else
+        resp='{"return":"pasta -t"}'
+    fi
+    if [[ $resp == *'"return"'* ]]; then
+        nsenter -t "$GUEST" -n -- iperf3 -s -1 -p "$P_GUEST" >>"$OUT/iperf3-server-fwd.log" 2>&1 &
+        PIDS+=($!)
+        wait_listen "$P_GUEST" guest || true
+        measure_iperf fwd_bps host iperf3 -c 127.0.0.1 -p "$P_FWD" -t "$DURATION" -J --connect-timeout 5000
+        stop_bg
+    elif [[ $resp == *[Tt]imeout* || $resp == *"timed out"* ]]; then
+        record fwd_bps 0 stall api "add_hostfwd $req" "API did not answer: $resp"
+    else
+        record fwd_bps "" error api "add_hostfwd $req" "API answered: $resp"
+    fi
+    hwm_mark fwd
+
+    # TCP request/response latency (full round trip).
+    local avg p50 cmd tool
+    if [[ $LATENCY_TOOL == sockperf || ($LATENCY_TOOL == auto && -n $(command -v sockperf)) ]]; then
+        tool=sockperf
+        start_bg sockperf-server sockperf server --tcp -i 127.0.0.1 -p "$P_LAT"
+        wait_listen "$P_LAT" || true
+        cmd="guest\$ sockperf ping-pong --tcp -i $GATEWAY -p $P_LAT -t $DURATION --full-rtt"
+        client latency guest sockperf ping-pong --tcp -i "$GATEWAY" -p "$P_LAT" -t "$DURATION" --full-rtt
+        sed -i 's/\x1b\[[0-9;]*m//g' "$OUT/latency.out" "$OUT/latency.err" || true
+        avg=$(grep -ho 'avg-rtt=[0-9.]*' "$OUT/latency.out" "$OUT/latency.err" | head -1 | cut -d= -f2 || true)
+        p50=$(grep -h 'percentile 50.000' "$OUT/latency.out" "$OUT/latency.err" | head -1 | awk '{print $NF}' || true)
+    else
+        tool=python3-pingpong
+        start_bg pingpong-server python3 "$BENCH_DIR/pingpong.py" server 127.0.0.1 "$P_LAT"
+        wait_listen "$P_LAT" || true
+        cmd="guest\$ python3 benches/pingpong.py client $GATEWAY $P_LAT $DURATION"
+        client latency guest python3 "$BENCH_DIR/pingpong.py" client "$GATEWAY" "$P_LAT" "$DURATION"
+        avg=$(grep -o 'avg_rtt_us=[0-9.]*' "$OUT/latency.out" | cut -d= -f2 || true)
+        p50=$(grep -o 'p50_rtt_us=[0-9.]*' "$OUT/latency.out" | cut -d= -f2 || true)
+    fi
+    if stalled; then
+        record rtt_avg_us "" stall "$tool" "$cmd" "client killed after ${CLIENT_TIMEOUT}s"
+        record rtt_p50_us "" stall "$tool" "$cmd" "client killed after ${CLIENT_TIMEOUT}s"
+    elif [[ -n $avg && -n $p50 ]]; then
+        record rtt_avg_us "$avg" ok "$tool" "$cmd"
+        record rtt_p50_us "$p50" ok "$tool" "$cmd"
+    else
+        record rtt_avg_us "" error "$tool" "$cmd" "$(failure latency)"
+        record rtt_p50_us "" error "$tool" "$cmd" "$(failure latency)"
+    fi
+    stop_bg
+    hwm_mark latency
+
+    # Connections per second: wrk with Connection: close against nginx on host loopback.
+    if command -v wrk >/dev/null && command -v nginx >/dev/null; then
+        write_nginx_conf
+        start_bg nginx nginx -c "$W/nginx.conf" -p "$W/ngx" -e "$W/ngx/error.log"
+        wait_listen "$P_HTTP" || true
+        cmd="guest\$ wrk -c 16 -t 2 -d ${DURATION}s -H 'Connection: close' http://$GATEWAY:$P_HTTP/"
+        client wrk guest wrk -c 16 -t 2 -d "${DURATION}s" -H 'Connection: close' "http://$GATEWAY:$P_HTTP/"
+        local rps errs
+        rps=$(awk '/^Requests\/sec:/ { print $2 }' "$OUT/wrk.out")
+        errs=$(grep -E 'Socket errors|Non-2xx' "$OUT/wrk.out" | tr -s ' ' | paste -sd ';' || true)
+        if stalled; then
+            record cps 0 stall wrk "$cmd" "client killed after ${CLIENT_TIMEOUT}s"
+        elif [[ -n $rps ]]; then
+            record cps "$rps" ok wrk "$cmd" "$errs"
+        else
+            record cps "" error wrk "$cmd" "$(failure wrk)"
+        fi
+        stop_bg
+    else
+        record cps "" skipped wrk "" "wrk or nginx not installed"
+    fi
+    hwm_mark wrk
+
+    # Peak RSS and CPU time over the whole run.
+    if helper_alive; then
+        record rss_peak_kib "$(proc_kib VmHWM)" ok procfs "VmHWM of pid $HELPER at the end of the run"
+        local st
+        read -r -a st <"/proc/$HELPER/stat"
+        record cpu_s "$(awk -v u="${st[13]}" -v s="${st[14]}" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN { printf "%.2f", (u + s) / hz }')" ok procfs "utime+stime of pid $HELPER, whole run"
+    else
+        record rss_peak_kib "" error procfs "VmHWM" "helper exited during the run"
+    fi
+}
+
+if [[ ${1:-} == __run ]]; then
+    shift
+    run_one "$@"
+    exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------
+
+[[ ${1:-} == -h || ${1:-} == --help ]] && usage
+[[ $# -eq 0 ]] || die "no arguments expected (configure with environment variables, see --help)"
+
+for tool in unshare nsenter ip ss jq iperf3 timeout awk mkfifo; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (seconds)"
+
+if [[ $(id -u) == 0 ]]; then
+    OUTER=(unshare -nm)
+    MODE=root
+else
+    OUTER=(unshare -rnm)
+    MODE=rootless
+fi
+"${OUTER[@]}" true 2>/dev/null || die "'${OUTER[*]} true' failed: need root or unprivileged user namespaces"
+[[ -c /dev/net/tun ]] || die "/dev/net/tun is missing"
+
+if [[ ! -x $TAPIR ]] && [[ " $IMPLS " == *" tapir "* ]]; then
+    command -v cargo >/dev/null || die "$TAPIR does not exist and cargo is not in PATH; build it or set TAPIR"
+    echo "building $TAPIR" >&2
+    (cd "$REPO" && cargo build --release) >&2
+fi
+TAPIR=$(readlink -f "$TAPIR")
+
+impl_version() {
+    case $1 in
+    tapir) "$TAPIR" --version 2>/dev/null | head -1 ;;
+    slirp4netns)
+        "$SLIRP4NETNS" --version 2>/dev/null | awk 'NR == 1 { v = $0 } /^libslirp/ { l = $0 } END { print v ", " l }' ;;
+    pasta)
+        local v
+        v=$(dpkg-query -W -f '${Version}' passt 2>/dev/null || true)
+        echo "pasta ${v:-$("$PASTA" --version 2>/dev/null | head -1)}" ;;
+    esac
+}
+
+RUN_IMPLS=()
+declare -A VERSION
+for impl in $IMPLS; do
+    case $impl in
+    tapir) bin=$TAPIR ;;
+    slirp4netns) bin=$SLIRP4NETNS ;;
+    pasta) bin=$PASTA ;;
+    *) die "unknown implementation '$impl' (tapir, slirp4netns, pasta)" ;;
+    esac
+    if command -v "$bin" >/dev/null; then
+        RUN_IMPLS+=("$impl")
+        VERSION[$impl]=$(impl_version "$impl")
+    else
+        echo "compare.sh: $impl not found ($bin), skipped" >&2
+    fi
+done
+[[ ${#RUN_IMPLS[@]} -gt 0 ]] || die "no implementation to run"
+
+RESULTS=${RESULTS:-/tmp/tapir-bench-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$RESULTS/runs"
+RESULTS=$(readlink -f "$RESULTS")
+JSONL="$RESULTS/results.jsonl"
+: >"$JSONL"
+
+CHILD=""
+on_signal() {
+    trap - INT TERM
+    [[ -n $CHILD ]] && kill -TERM "$CHILD" 2>/dev/null && wait "$CHILD" 2>/dev/null
+    echo "compare.sh: interrupted; partial results in $RESULTS" >&2
+    exit 130
+}
+trap on_signal INT TERM
+
+COMMAND="$(for v in ROUNDS DURATION MTUS IMPLS LATENCY_TOOL; do printf "%s='%s' " "$v" "${!v}"; done)benches/compare.sh"
+START=$(date +%s)
+{
+    echo "results: $RESULTS"
+    echo "command: $COMMAND ($MODE)"
+    for impl in "${RUN_IMPLS[@]}"; do echo "$impl: ${VERSION[$impl]}"; done
+} >&2
+
+n=${#RUN_IMPLS[@]}
+k=0
+for mtu in $MTUS; do
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for ((j = 0; j < n; j++)); do
+            impl=${RUN_IMPLS[$(((j + k) % n))]}
+            out="$RESULTS/runs/mtu$mtu-r$round-$impl"
+            mkdir -p "$out"
+            : >"$out/metrics.jsonl"
+            started=$(date -Is)
+            load=$(cut -d' ' -f1 /proc/loadavg)
+            rc=0
+            timeout -k 10 "$RUN_TIMEOUT" "${OUTER[@]}" "$SELF" __run "$impl" "$mtu" "$round" "$out" \
+                >"$out/run.log" 2>&1 &
+            CHILD=$!
+            wait "$CHILD" || rc=$?
+            CHILD=""
+            jq -cs --arg impl "$impl" --argjson mtu "$mtu" --argjson round "$round" \
+                --arg started "$started" --arg version "${VERSION[$impl]}" --arg mode "$MODE" \
+                --argjson rc "$rc" --argjson load "$load" --argjson duration "$DURATION" \
+                '{impl: $impl, version: $version, mtu: $mtu, round: $round, mode: $mode,
+                  started: $started, loadavg1_at_start: $load, duration_s: $duration,
+                  run_exit_status: $rc,
+                  metrics: (map({key: .metric, value: (. | del(.metric))}) | from_entries)}' \
+                "$out/metrics.jsonl" >>"$JSONL"
+            tail -1 "$JSONL" | jq -r '"[\(now | strftime("%H:%M:%S"))] MTU \(.mtu) round \(.round) \(.impl) (exit \(.run_exit_status)): " +
+                ([.metrics | to_entries[] | select(.key | startswith("hwm_") | not) | "\(.key)=" +
+                  (if .value.status == "ok" then (.value.value | tostring) else .value.status end)] | join(" "))' >&2
+        done
+        k=$((k + 1))
+    done
+done
+END=$(date +%s)
+
+# ---------------------------------------------------------------------------------------------
+# Summary: medians per MTU, Markdown
+# ---------------------------------------------------------------------------------------------
+
+summary() {
+    local mtu
+    echo "Command: \`$COMMAND\` ($MODE), $(nproc) CPUs, Linux $(uname -r), $(date -u +%Y-%m-%d)."
+    echo "Total run time: $((END - START)) s. Raw results: \`$JSONL\`."
+    echo
+    for impl in "${RUN_IMPLS[@]}"; do echo "- $impl: ${VERSION[$impl]}"; done
+    for mtu in $MTUS; do
+        echo
+        echo "#### MTU $mtu (median of $ROUNDS rounds, ${DURATION} s per workload)"
+        echo
+        jq -rs --argjson mtu "$mtu" --arg impls "${RUN_IMPLS[*]}" '
+          def median: sort | if length == 0 then null
+            elif length % 2 == 1 then .[(length - 1) / 2]
+            else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+          def fmt(d): if . == null then "n/a" else
+              ((. * pow(10; d)) | round) as $n
+              | if d == 0 then ($n | tostring)
+                else (($n / pow(10; d)) | floor) as $i
+                  | (($n - $i * pow(10; d)) | tostring) as $f
+                  | "\($i)." + ("000000"[0:(d - ($f | length))]) + $f end end;
+          def ratio(a; b): if a == null or b == null or b == 0 then "n/a" else (a / b) | fmt(2) end;
+          ($impls | split(" ")) as $impls
+          | map(select(.mtu == $mtu)) as $runs
+          | [ {k: "g2h_bps", l: "iperf3 guest→host via 10.0.2.2 (Gbit/s, ↑)", s: 1e-9, d: 2},
+              {k: "h2g_bps", l: "iperf3 host→guest via 10.0.2.2, -R (Gbit/s, ↑)", s: 1e-9, d: 2},
+              {k: "fwd_bps", l: "iperf3 host→guest via port forward (Gbit/s, ↑)", s: 1e-9, d: 2},
+              {k: "rtt_avg_us", l: "TCP ping-pong RTT, mean (µs, ↓)", s: 1, d: 1},
+              {k: "rtt_p50_us", l: "TCP ping-pong RTT, median (µs, ↓)", s: 1, d: 1},
+              {k: "cps", l: "wrk, Connection: close (conn/s, ↑)", s: 1, d: 0},
+              {k: "ready_ms", l: "launch → ready (ms, ↓)", s: 1, d: 1},
+              {k: "rss_idle_kib", l: "idle RSS, ready + 1 s (MiB, ↓)", s: (1 / 1024), d: 1},
+              {k: "rss_peak_kib", l: "peak RSS, VmHWM (MiB, ↓)", s: (1 / 1024), d: 1},
+              {k: "cpu_s", l: "helper CPU time, whole run (s)", s: 1, d: 1} ] as $metrics
+          | ($impls | map(select(. != "tapir"))) as $others
+          | "| metric | " + ($impls | join(" | ")) + " |"
+            + (if ($impls | index("tapir")) then ($others | map(" tapir/\(.) |") | join("")) else "" end),
+            "|---|" + ($impls | map("---:|") | join(""))
+            + (if ($impls | index("tapir")) then ($others | map("---:|") | join("")) else "" end),
+            ($metrics[] as $m
+             | ([$runs[] | .metrics[$m.k] // null]) as $all
+             | ($all | map(select(. != null and .tool != null)) | map(.tool) | unique
+                | map(select(. == "python3-pingpong")) | length > 0) as $py
+             | ($impls | map(. as $i
+                 | [$runs[] | select(.impl == $i) | .metrics[$m.k]] as $cells
+                 | {impl: $i,
+                    med: ([$cells[] | select(. != null and (.status == "ok" or .status == "stall") and .value != null) | .value] | median),
+                    n: ($runs | map(select(.impl == $i)) | length),
+                    stall: ([$cells[] | select(. != null and .status == "stall")] | length),
+                    err: ([$cells[] | select(. == null or .status == "error")] | length)})) as $cols
+             | ($cols | map({key: .impl, value: .med}) | from_entries) as $med
+             | [$m.l + (if $py then " [python3 ping-pong]" else "" end)]
+               + ($cols | map(
+                   (if .med == null then "n/a" else (.med * $m.s | fmt($m.d)) end)
+                   + (if .stall > 0 then " (\(.stall)/\(.n) stalled)" else "" end)
+                   + (if .err > 0 then " (\(.err)/\(.n) failed)" else "" end)))
+               + (if ($impls | index("tapir")) then ($others | map(ratio($med["tapir"]; $med[.]))) else [] end)
+             | "| " + join(" | ") + " |")
+        ' "$JSONL"
+    done
+}
+
+summary | tee "$RESULTS/summary.md"
+echo >&2
+echo "results: $RESULTS (results.jsonl, summary.md, runs/*/)" >&2
