@@ -419,7 +419,7 @@ TAPIR=$(readlink -f "$TAPIR")
 
 impl_version() {
     case $1 in
-    tapir) "$TAPIR" --version 2>/dev/null | head -1 ;;
+    tapir) "$TAPIR" --version 2>/dev/null | awk 'NR == 1 { v = $0 } /^commit:/ { c = ", " $0 } END { print v c }' ;;
     slirp4netns)
         "$SLIRP4NETNS" --version 2>/dev/null | awk 'NR == 1 { v = $0 } /^libslirp/ { l = $0 } END { print v ", " l }' ;;
     pasta)
