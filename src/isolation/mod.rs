@@ -103,7 +103,7 @@ fn step(step: &'static str) -> impl FnOnce(io::Error) -> Error {
 /// Must be called once, right before the ready byte, while the process is single-threaded.
 pub fn apply(cfg: &Config, target_pid: Option<i32>) -> Result<(), Error> {
     #[cfg(feature = "test-utils")]
-    let trigger = std::env::var_os(TEST_TRIGGER_ENV).is_some();
+    let trigger = std::env::var_os(TEST_TRIGGER_ENV);
     if cfg.enable_sandbox {
         sandbox(cfg.userns_path.as_deref(), target_pid)?;
     }
@@ -121,20 +121,24 @@ pub fn apply(cfg: &Config, target_pid: Option<i32>) -> Result<(), Error> {
         }
     }
     #[cfg(feature = "test-utils")]
-    if trigger {
-        test_trigger();
+    if let Some(what) = trigger {
+        test_trigger(&what);
     }
     Ok(())
 }
 
 /// Test-only: with the `test-utils` feature, this environment variable makes [`apply`] finish
-/// with a syscall the allowlist refuses, so tests can watch the filter kill the process.
+/// with something the tests want to watch under the filter: `syscall` (or anything else) makes a
+/// syscall the allowlist refuses, `panic` panics.
 #[cfg(feature = "test-utils")]
 pub const TEST_TRIGGER_ENV: &str = "TAPIR_TEST_SECCOMP_TRIGGER";
 
-/// `unshare(0)`: changes nothing when allowed, and is outside the allowlist.
+/// `unshare(0)` (changes nothing when allowed, and is outside the allowlist), or a panic.
 #[cfg(feature = "test-utils")]
-fn test_trigger() {
+fn test_trigger(what: &std::ffi::OsStr) {
+    if what == "panic" {
+        panic!("{TEST_TRIGGER_ENV}=panic");
+    }
     warn!("{TEST_TRIGGER_ENV} is set: making a forbidden syscall (unshare)");
     let r = sys::mount::unshare_flags(nix::sched::CloneFlags::empty());
     warn!("the forbidden syscall returned {r:?}: the seccomp filter is not enforcing");
