@@ -452,14 +452,34 @@ pub fn shared_bin() -> PathBuf {
     .clone()
 }
 
+/// Options every [`Tapir::spawn`] adds in front of its own: the whitespace-separated words of
+/// `TAPIR_TEST_EXTRA_ARGS` (`test.sh` runs the integration suites a second time with
+/// `--enable-sandbox --enable-seccomp` this way). `TAPIR_TEST_WRAP`, if set, is a command
+/// prefix for tapir, e.g. `strace -f -ff -o DIR/t` to see the syscalls a test makes
+/// (`sandbox/README.md`).
+pub fn extra_args() -> Vec<String> {
+    std::env::var("TAPIR_TEST_EXTRA_ARGS")
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 impl Tapir {
     /// Start tapir inside `host` as `who` with `args`; fd 3 is the ready file, fd 4 (if
     /// `exit_pipe`) is the read end of the returned child's stdin pipe.
     pub fn spawn(host: &HostNs, who: As, args: &[&str], exit_pipe: bool) -> Tapir {
         let dir = Scratch::new("tapir");
         let ready = dir.path("ready");
+        let extra = extra_args();
+        let args: Vec<&str> = extra
+            .iter()
+            .map(String::as_str)
+            .chain(args.iter().copied())
+            .collect();
         let mut script = format!(
-            "exec {} -r 3 {} 3>{}",
+            "exec {}{} -r 3 {} 3>{}",
+            std::env::var("TAPIR_TEST_WRAP")
+                .map(|w| w + " ")
+                .unwrap_or_default(),
             shell_quote(&shared_bin().to_string_lossy()),
             args.iter()
                 .map(|a| shell_quote(a))
