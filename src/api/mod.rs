@@ -27,6 +27,7 @@ pub mod proto;
 use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -94,6 +95,9 @@ pub struct Handler<'a> {
 pub struct Server {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket's directory, opened `O_PATH` at bind time, so the socket file can still be
+    /// removed at exit after `--enable-sandbox` has hidden the path from this process.
+    dir: Option<std::fs::File>,
     conns: Vec<Option<Conn>>,
     requests: u64,
 }
@@ -117,9 +121,20 @@ impl Server {
                 Interest::READABLE,
             )
             .map_err(|err| Error::Bind { op: "listen", err })?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(parent)
+            .map_err(|e| debug!("api: cannot open {}: {e}", parent.display()))
+            .ok();
         Ok(Server {
             listener,
             path: path.to_owned(),
+            dir,
             conns: (0..MAX_CONNECTIONS).map(|_| None).collect(),
             requests: 0,
         })
@@ -251,7 +266,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // Through the directory fd (works inside the sandbox), else by path.
+        let removed = match (&self.dir, self.path.file_name()) {
+            (Some(dir), Some(name)) => {
+                nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir).is_ok()
+            }
+            _ => false,
+        };
+        if !removed {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
