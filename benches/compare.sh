@@ -512,6 +512,9 @@ summary() {
     local mtu
     echo "Command: \`$COMMAND\` ($MODE), $(nproc) CPUs, Linux $(uname -r), $(date -u +%Y-%m-%d)."
     echo "Total run time: $((END - START)) s. Raw results: \`$JSONL\`."
+    echo "1-minute load average at the start of the runs: $(jq -rs \
+        '[.[].loadavg1_at_start] | "min \(min), max \(max)"' "$JSONL") (the machine has $(nproc) CPUs;"\
+        "other work running at the same time makes every number noisier)."
     echo
     for impl in "${RUN_IMPLS[@]}"; do echo "- $impl: ${VERSION[$impl]}"; done
     for mtu in $MTUS; do
