@@ -45,7 +45,6 @@
 
 pub mod seccomp;
 
-use std::fmt;
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
@@ -68,29 +67,21 @@ const MAX_SYMLINKS: usize = 40;
 const KEPT_CAPS: u64 = 1 << sys::caps::CAP_NET_BIND_SERVICE;
 
 /// A failed isolation step.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A sandbox step, with what was being done.
+    #[error("sandbox: cannot {step}: {source}")]
     Sandbox {
-        /// The step ("join user namespace", "pivot_root", ...).
+        /// The step ("join the target's user namespace", "enter the new root", ...).
         step: &'static str,
         /// The underlying error (it names the call and path).
+        #[source]
         source: io::Error,
     },
     /// The seccomp stage.
-    Seccomp(seccomp::Error),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::Error),
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Sandbox { step, source } => write!(f, "sandbox: cannot {step}: {source}"),
-            Error::Seccomp(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 fn step(step: &'static str) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Sandbox { step, source }
@@ -109,7 +100,7 @@ pub fn apply(cfg: &Config, target_pid: Option<i32>) -> Result<(), Error> {
     }
     if cfg.enable_seccomp {
         // Everything after this line runs under the allowlist: keep it that way (see seccomp).
-        let n = seccomp::install().map_err(Error::Seccomp)?;
+        let n = seccomp::install()?;
         let line =
             format!("seccomp: allowlist of {n} syscalls installed (default action: kill process)");
         if cfg.target.is_some() {

@@ -19,8 +19,6 @@
 //! Mustn't: be followed by any setup step (`pivot_root`, `setns`, `execve`, ...): the allowlist
 //! has no rule for them, and the process would die.
 
-use std::fmt;
-
 use seccompiler::sock_filter;
 
 /// The compiled program (`sock_filter` array, little-endian), written by `build.rs`.
@@ -37,29 +35,19 @@ pub use meta::{ARCH, SYSCALLS};
 const INSTRUCTION_BYTES: usize = 8;
 
 /// Installing the filter failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No allowlist for this architecture was compiled in.
+    #[error(
+        "seccomp: tapir has no syscall allowlist for this architecture ({}); \
+         see sandbox/README.md to add one, or run without --enable-seccomp",
+        std::env::consts::ARCH
+    )]
     Unsupported,
     /// The kernel refused the filter (or `NO_NEW_PRIVS`).
-    Install(seccompiler::Error),
+    #[error("seccomp: cannot install the filter: {0}")]
+    Install(#[source] seccompiler::Error),
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Unsupported => write!(
-                f,
-                "seccomp: tapir has no syscall allowlist for this architecture ({}); \
-                 see sandbox/README.md to add one, or run without --enable-seccomp",
-                std::env::consts::ARCH
-            ),
-            Error::Install(e) => write!(f, "seccomp: cannot install the filter: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// The BPF program, decoded from its build-time bytes.
 pub fn program() -> Vec<sock_filter> {
