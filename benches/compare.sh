@@ -20,7 +20,8 @@ export ROUNDS=${ROUNDS:-3}
 export DURATION=${DURATION:-5}
 export MTUS=${MTUS:-"65520 1500"}
 export IMPLS=${IMPLS:-"tapir slirp4netns pasta"}
-export TAPIR=${TAPIR:-$REPO/target/release/tapir}
+TAPIR_DEFAULT=$REPO/target/release/tapir
+export TAPIR=${TAPIR:-$TAPIR_DEFAULT}
 export SLIRP4NETNS=${SLIRP4NETNS:-slirp4netns}
 export PASTA=${PASTA:-pasta}
 export LATENCY_TOOL=${LATENCY_TOOL:-auto} # auto (sockperf if installed) | sockperf | python3
@@ -411,6 +412,7 @@ fi
 [[ -c /dev/net/tun ]] || die "/dev/net/tun is missing"
 
 if [[ ! -x $TAPIR ]] && [[ " $IMPLS " == *" tapir "* ]]; then
+    [[ $TAPIR == "$TAPIR_DEFAULT" ]] || die "TAPIR=$TAPIR is not an executable"
     command -v cargo >/dev/null || die "$TAPIR does not exist and cargo is not in PATH; build it or set TAPIR"
     echo "building $TAPIR" >&2
     (cd "$REPO" && cargo build --release) >&2
