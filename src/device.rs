@@ -114,9 +114,13 @@ impl Queues {
         recycle(&mut self.rx_pool, buf);
     }
 
+    /// Count one frame read from the guest (whoever ends up handling it).
+    pub fn count_rx(&mut self) {
+        self.counters.rx_frames += 1;
+    }
+
     /// Queue a frame from the guest for the stack.
     pub fn push_rx(&mut self, frame: Vec<u8>) {
-        self.counters.rx_frames += 1;
         self.rx.push_back(frame);
     }
 

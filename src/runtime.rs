@@ -466,6 +466,7 @@ impl<'c> Runtime<'c> {
                     return Err(self.tap_gone(io::ErrorKind::UnexpectedEof.into()));
                 }
                 Ok(_) => {
+                    self.stack.device.count_rx();
                     let now = self.now();
                     let now_ms = self.now_ms();
                     if self.stack.filter_guest_frame(&mut buf, now)
