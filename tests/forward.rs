@@ -227,7 +227,7 @@ fn tcp_and_udp_forwards_preserve_the_client_address() {
         &s.guest,
         &format!("{} greet 0.0.0.0 8080 > {}", tcpserve(), peers.display()),
     );
-    let _udp = in_guest(&s.guest, "ncat -u -l -k 0.0.0.0 5353 -e /bin/cat");
+    let _udp = in_guest(&s.guest, &format!("{} udpecho 0.0.0.0 5353", tcpserve()));
     wait_until(Duration::from_secs(5), || {
         s.guest
             .sh_any("ss -tln | grep -q ':8080 ' && ss -uln | grep -q ':5353 '")
@@ -320,7 +320,7 @@ fn udp_forward_replies_work_with_disable_host_loopback() {
     let Some(s) = setup(&["--disable-host-loopback"]) else {
         return;
     };
-    let _udp = in_guest(&s.guest, "ncat -u -l -k 0.0.0.0 5353 -e /bin/cat");
+    let _udp = in_guest(&s.guest, &format!("{} udpecho 0.0.0.0 5353", tcpserve()));
     wait_until(Duration::from_secs(5), || {
         s.guest
             .sh_any("ss -uln | grep -q ':5353 '")
@@ -473,7 +473,11 @@ fn get_info_lists_live_flows_with_state_and_bytes() {
         "ncat -l 127.0.0.1 18211 -c 'echo hello; sleep 5'",
     );
     s.host.wait_listening(18211, false);
-    let _client = in_guest(&s.guest, "sh -c 'sleep 5 | ncat 10.0.2.2 18211 >/dev/null'");
+    // Bounded, so nothing outlives the test even if the connection hangs.
+    let _client = in_guest(
+        &s.guest,
+        "sh -c 'sleep 5 | ncat -i 7 10.0.2.2 18211 >/dev/null'",
+    );
     let mut info = String::new();
     wait_until(Duration::from_secs(5), || {
         info = api(&s.sock, r#"{"execute":"get_info"}"#);

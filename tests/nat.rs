@@ -169,10 +169,16 @@ fn half_close_send_shut_write_then_read_reply() {
 #[test]
 fn udp_echo_via_gateway_and_to_another_address() {
     let Some(host) = host() else { return };
-    need!("ncat");
+    need!("ncat", "python3");
     host.sh(As::Runner, "ip addr add 198.51.100.1/32 dev lo");
-    let _a = host.spawn(As::Runner, "ncat -u -l -k 127.0.0.1 18085 -e /bin/cat");
-    let _b = host.spawn(As::Runner, "ncat -u -l -k 198.51.100.1 18086 -e /bin/cat");
+    let _a = host.spawn(
+        As::Runner,
+        &format!("{} udpecho 127.0.0.1 18085", tcpserve()),
+    );
+    let _b = host.spawn(
+        As::Runner,
+        &format!("{} udpecho 198.51.100.1 18086", tcpserve()),
+    );
     host.wait_listening(18085, true);
     host.wait_listening(18086, true);
     let (g, t) = start(&host, &[]);
@@ -354,7 +360,7 @@ fn ipv6_slaac_ping_tcp_and_udp_to_host_loopback() {
     let Some(host) = host() else { return };
     need!("ncat", "python3");
     let _srv = host.spawn(As::Runner, &format!("{} greet ::1 18091", tcpserve()));
-    let _udp = host.spawn(As::Runner, "ncat -u -l -k ::1 18092 -e /bin/cat");
+    let _udp = host.spawn(As::Runner, &format!("{} udpecho ::1 18092", tcpserve()));
     host.wait_listening(18091, false);
     host.wait_listening(18092, true);
     let (g, t) = start(&host, &["--enable-ipv6"]);

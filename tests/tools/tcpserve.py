@@ -5,6 +5,8 @@ usage: tcpserve.py MODE ADDR PORT
   greet     accept forever; print "peer ADDR" (flushed) and send "ok\n" to each client, close.
   halfclose accept forever; read until EOF, then answer "got N bytes\n" and close
             (works only if the client's FIN arrives while the other direction stays open).
+  udpecho   UDP: send every datagram back to its sender (one process, unlike `ncat -u -k -e`,
+            whose forked children outlive a killed parent).
 """
 import socket
 import sys
@@ -13,6 +15,12 @@ import threading
 
 def serve(mode, addr, port):
     family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    if mode == "udpecho":
+        u = socket.socket(family, socket.SOCK_DGRAM)
+        u.bind((addr, port))
+        while True:
+            data, peer = u.recvfrom(65535)
+            u.sendto(data, peer)
     s = socket.socket(family, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
