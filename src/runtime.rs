@@ -236,6 +236,7 @@ impl<'c> Runtime<'c> {
         };
 
         let epoch = std::time::Instant::now();
+        sys::tune_allocator();
         let stack = Stack::new(cfg, Instant::ZERO);
         match sys::net::raise_fd_limit() {
             Ok(n) => debug!("fd limit {n}"),
