@@ -8,16 +8,11 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// Start tapir for a fresh guest; returns both, ready.
+/// Start tapir with `-c` and `extra` for a fresh guest; returns both, ready.
 fn start(host: &HostNs, extra: &[&str]) -> (Guest, Tapir) {
-    let g = host.guest(As::Runner);
-    let pid = g.pid.to_string();
     let mut args = vec!["-c"];
     args.extend_from_slice(extra);
-    args.extend([pid.as_str(), "tap0"]);
-    let mut t = Tapir::spawn(host, As::Runner, &args, false);
-    t.wait_ready();
-    (g, t)
+    host.start(&args)
 }
 
 fn tools(names: &[&str]) -> Option<String> {

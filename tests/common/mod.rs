@@ -304,6 +304,18 @@ impl HostNs {
             .expect("run sh in host namespace")
     }
 
+    /// A fresh guest (made by the test runner) with tapir attached to it by PID, ready. `args`
+    /// come before the `PID tap0` operands.
+    pub fn start(&self, args: &[&str]) -> (Guest, Tapir) {
+        let g = self.guest(As::Runner);
+        let pid = g.pid.to_string();
+        let mut all = args.to_vec();
+        all.extend([pid.as_str(), "tap0"]);
+        let mut t = Tapir::spawn(self, As::Runner, &all, false);
+        t.wait_ready();
+        (g, t)
+    }
+
     /// Make a guest network namespace (created by `who`, so owned by that user's userns).
     pub fn guest(&self, who: As) -> Guest {
         let mut c = self.cmd(who, "unshare");
