@@ -373,6 +373,7 @@ run_one() {
     # Peak RSS and CPU time over the whole run.
     if helper_alive; then
         record rss_peak_kib "$(proc_kib VmHWM)" ok procfs "VmHWM of pid $HELPER at the end of the run"
+        record rss_end_kib "$(proc_kib VmRSS)" ok procfs "VmRSS of pid $HELPER at the end of the run"
         local st
         read -r -a st <"/proc/$HELPER/stat"
         record cpu_s "$(awk -v u="${st[13]}" -v s="${st[14]}" -v hz="$(getconf CLK_TCK)" \
