@@ -258,6 +258,18 @@ impl Table {
         self.slots.get_mut(id)?.as_mut()
     }
 
+    /// Count traffic of flow `id` (bytes guest -> host, host -> guest) at `now_ms`; any
+    /// traffic refreshes its activity time. Unknown ids are ignored.
+    pub fn account(&mut self, id: FlowId, out: u64, inn: u64, now_ms: u64) {
+        if let Some(e) = self.get_mut(id) {
+            e.bytes_out += out;
+            e.bytes_in += inn;
+            if out + inn > 0 {
+                e.active_ms = now_ms;
+            }
+        }
+    }
+
     /// Number of live flows.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -512,6 +524,15 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t.count(Proto::Tcp), 2);
         assert_eq!(t.iter().count(), 2);
+        t.account(b, 5, 7, 42);
+        t.account(b, 0, 0, 99);
+        let e = t.get(b).unwrap();
+        assert_eq!(
+            (e.bytes_out, e.bytes_in, e.active_ms),
+            (5, 7, 42),
+            "idle calls do not refresh"
+        );
+        t.account(12345, 1, 1, 1); // unknown id: ignored
     }
 
     #[test]

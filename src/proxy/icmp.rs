@@ -158,12 +158,7 @@ pub fn on_guest_echo(
     msg.extend_from_slice(&seq.to_be_bytes());
     msg.extend_from_slice(data);
     match flow.sock.send_to(&msg, SocketAddr::new(target, 0)) {
-        Ok(_) => {
-            if let Some(e) = table.get_mut(id) {
-                e.bytes_out += data.len() as u64;
-                e.active_ms = env.now_ms;
-            }
-        }
+        Ok(_) => table.account(id, data.len() as u64, 0, env.now_ms),
         Err(e) => {
             debug!("icmp flow {id}: send to {target}: {e}");
             env.counters.dropped += 1;
@@ -232,11 +227,8 @@ impl Flow {
         }
         if bytes > 0 {
             self.active_ms = env.now_ms;
-            if let Some(e) = table.get_mut(id) {
-                e.bytes_in += bytes;
-                e.active_ms = env.now_ms;
-            }
         }
+        table.account(id, 0, bytes, env.now_ms);
         false
     }
 

@@ -385,12 +385,8 @@ impl Flow {
                 }
             }
         }
+        table.account(id, out, inn, env.now_ms);
         if let Some(e) = table.get_mut(id) {
-            e.bytes_out += out;
-            e.bytes_in += inn;
-            if out + inn > 0 {
-                e.active_ms = env.now_ms;
-            }
             e.state = if self.host_eof || self.host_shut_wr {
                 crate::nat::State::HalfClosed
             } else {

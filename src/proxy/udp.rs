@@ -103,9 +103,8 @@ pub fn on_guest_datagram(
     flow.active_ms = env.now_ms;
     match flow.sock.send_to(payload, target) {
         Ok(_) => {
+            table.account(id, payload.len() as u64, 0, env.now_ms);
             if let Some(e) = table.get_mut(id) {
-                e.bytes_out += payload.len() as u64;
-                e.active_ms = env.now_ms;
                 e.target = target;
             }
         }
@@ -281,11 +280,8 @@ impl Flow {
         }
         if bytes > 0 {
             self.active_ms = env.now_ms;
-            if let Some(e) = table.get_mut(id) {
-                e.bytes_in += bytes;
-                e.active_ms = env.now_ms;
-            }
         }
+        table.account(id, 0, bytes, env.now_ms);
         false
     }
 
