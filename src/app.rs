@@ -22,19 +22,20 @@
 //! Must run single-threaded until step 4 (see [`crate::sys::netns`]).
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use log::{debug, info, warn};
 
 use crate::config::{format_mac, Config, Target};
+use crate::device::{vnet, TapMode};
 use crate::error::Error;
 use crate::runtime::{Exit, Runtime};
 use crate::sys;
 
 /// Open and (optionally) configure the tap. Runs inside the target namespaces.
 fn open_tap_in_namespace(cfg: &Config) -> Result<OwnedFd, String> {
-    let (fd, name) = sys::tap::open(&cfg.tap_name).map_err(|e| e.to_string())?;
+    let (fd, name) = sys::tap::open(&cfg.tap_name, cfg.offload).map_err(|e| e.to_string())?;
     if cfg.configure {
         configure(cfg, &name).map_err(|e| e.to_string())?;
     }
@@ -128,6 +129,40 @@ fn adopt_inherited(cfg: &Config) -> Inherited {
     }
 }
 
+/// How to use the tap: with `virtio_net_hdr`s if it was opened with them (by us when offloads
+/// are on, or by whoever passed a tap fd), and then with the guest sending us unsegmented TCP if
+/// the kernel agrees.
+fn tap_mode(cfg: &Config, tap: BorrowedFd<'_>) -> Result<TapMode, Error> {
+    let vnet_hdr_len = match sys::tap::vnet_hdr_len(tap) {
+        Ok(n) => n,
+        Err(e) => {
+            debug!("TUNGETIFF: {e}; assuming plain frames");
+            0
+        }
+    };
+    if vnet_hdr_len != 0 && !(vnet::HDR_LEN..=vnet::MAX_HDR_LEN).contains(&vnet_hdr_len) {
+        return Err(Error::Attach(format!(
+            "the tap's virtio_net_hdr is {vnet_hdr_len} bytes; only {}..={} are supported",
+            vnet::HDR_LEN,
+            vnet::MAX_HDR_LEN
+        )));
+    }
+    let mut mode = TapMode {
+        vnet_hdr_len,
+        tx_offload: cfg.offload && vnet_hdr_len != 0,
+        rx_gso: false,
+    };
+    if mode.tx_offload {
+        let flags = sys::tap::TUN_F_CSUM | sys::tap::TUN_F_TSO4 | sys::tap::TUN_F_TSO6;
+        match sys::tap::set_offload(tap, flags) {
+            Ok(()) => mode.rx_gso = true,
+            Err(e) => info!("the guest will segment its own TCP: {e}"),
+        }
+    }
+    debug!("tap mode {mode:?}");
+    Ok(mode)
+}
+
 fn serve(
     cfg: &Config,
     tap: OwnedFd,
@@ -136,9 +171,11 @@ fn serve(
     child: Option<sys::userns::PendingChild>,
 ) -> Result<Exit, Error> {
     let child_pid = child.as_ref().map(|c| c.pid);
+    let mode = tap_mode(cfg, tap.as_fd())?;
     let rt = Runtime::new(
         cfg,
         tap,
+        mode,
         inherited.exit,
         inherited.exit_missing,
         target_pid,

@@ -203,6 +203,7 @@ enum Opt {
     TargetType,
     Debug,
     Publish,
+    DisableOffload,
 }
 
 /// One `struct option` entry.
@@ -246,6 +247,7 @@ const LONG_OPTIONS: &[LongOpt] = &[
     long("target-type", true, Opt::TargetType),
     long("debug", false, Opt::Debug),
     long("publish", true, Opt::Publish),
+    long("disable-offload", false, Opt::DisableOffload),
 ];
 
 /// The short options: slirp4netns's `"ce:r:m:a:6hv"` plus tapir's `p:`.
@@ -584,6 +586,7 @@ fn scan<'a>(argv0: &'a str, args: &'a [OsString], permute: bool) -> Result<Scan<
             Opt::TargetType => scan.target_type = Some(arg()),
             Opt::Debug => o.debug = true,
             Opt::Publish => o.publish.push(utf8(arg(), "--publish")?),
+            Opt::DisableOffload => o.disable_offload = true,
         }
     }
     scan.operands = getopt.operands;
@@ -749,6 +752,7 @@ pub fn usage(argv0: &str) -> String {
          tapir extensions:\n\
          -p, --publish=[ADDR:]HPORT:GPORT[/udp]  forward a host port to the guest (podman syntax, repeatable)\n\
          --debug                  log every flow and frame decision to stderr\n\
+         --disable-offload        plain frames on the tap: no TCP segmentation/checksum offload\n\
          run [OPTION]... [--] CMD [ARG]...  create a user+network namespace, run CMD in it with networking (see '{argv0} run --help')\n\
          ctl SOCKET list|add SPEC|remove ID|info  manage port forwards through an API socket (see '{argv0} ctl --help')\n"
     )
@@ -779,6 +783,7 @@ pub fn run_usage(argv0: &str) -> String {
          --disable-dns            do not redirect the DNS address to the host's DNS\n\
          --macaddress=MAC         specify the MAC address of the TAP\n\
          --debug                  log every flow and frame decision to stderr\n\
+         --disable-offload        plain frames on the tap: no TCP segmentation/checksum offload\n\
          -h, --help               show this help and exit\n\
          -v, --version            show version and exit\n",
         run_mtu = config::RUN_DEFAULT_MTU,
@@ -1110,15 +1115,17 @@ mod tests {
 
     #[test]
     fn ambiguous_prefixes() {
+        // tapir's own long options come after slirp4netns's, so a prefix slirp4netns resolves
+        // still resolves the same; only the list in an ambiguity error can grow.
         usage_err(
             &["--dis", "1", "t"],
             "slirp4netns: option '--dis' is ambiguous; possibilities: \
-             '--disable-host-loopback' '--disable-dns'",
+             '--disable-host-loopback' '--disable-dns' '--disable-offload'",
         );
         usage_err(
             &["--dis=x", "1", "t"],
             "slirp4netns: option '--dis=x' is ambiguous; possibilities: \
-             '--disable-host-loopback' '--disable-dns'",
+             '--disable-host-loopback' '--disable-dns' '--disable-offload'",
         );
         usage_err(
             &["--en", "1", "t"],
@@ -1142,7 +1149,7 @@ mod tests {
         usage_err(
             &["--d"],
             "slirp4netns: option '--d' is ambiguous; possibilities: \
-             '--disable-host-loopback' '--disable-dns' '--debug'",
+             '--disable-host-loopback' '--disable-dns' '--debug' '--disable-offload'",
         );
     }
 

@@ -36,7 +36,7 @@ use smoltcp::time::Instant;
 
 use crate::api;
 use crate::config::Config;
-use crate::device::RX_BATCH;
+use crate::device::{vnet, TapMode, RX_BATCH};
 use crate::forward::{self, ForwardTable};
 use crate::proxy::{self, Proxy};
 use crate::stack::Stack;
@@ -160,6 +160,7 @@ impl<'c> Runtime<'c> {
     pub fn new(
         cfg: &'c Config,
         tap: OwnedFd,
+        tap_mode: TapMode,
         exit_fd: Option<OwnedFd>,
         exit_fd_missing: bool,
         target_pid: Option<i32>,
@@ -237,7 +238,7 @@ impl<'c> Runtime<'c> {
 
         let epoch = std::time::Instant::now();
         sys::tune_allocator();
-        let stack = Stack::new(cfg, Instant::ZERO);
+        let stack = Stack::new(cfg, tap_mode, Instant::ZERO);
         match sys::net::raise_fd_limit() {
             Ok(n) => debug!("fd limit {n}"),
             Err(e) => warn!("cannot raise the fd limit: {e}"),
@@ -461,10 +462,18 @@ impl<'c> Runtime<'c> {
                 return Ok(());
             }
             let mut buf = self.stack.device.rx_buffer();
-            match sys::tap::read_frame(self.tap.as_fd(), &mut buf) {
+            // The guest's offload header is not needed: partial checksums are never verified
+            // here, and a super-segment is taken whole.
+            let mut hdr = [0u8; vnet::MAX_HDR_LEN];
+            let hdr = &mut hdr[..self.stack.device.mode().vnet_hdr_len];
+            match sys::tap::read_frame(self.tap.as_fd(), hdr, &mut buf) {
                 Ok(0) => {
                     self.stack.device.recycle_rx(buf);
                     return Err(self.tap_gone(io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok(_) if buf.is_empty() => {
+                    self.stack.device.count_rx();
+                    self.stack.device.recycle_rx(buf);
                 }
                 Ok(_) => {
                     self.stack.device.count_rx();
@@ -506,8 +515,8 @@ impl<'c> Runtime<'c> {
         }
         let fd = self.tap.as_fd();
         let mut blocked = false;
-        let r = self.stack.device.flush(|frame| {
-            let r = sys::tap::write_frame(fd, frame);
+        let r = self.stack.device.flush(|hdr, frame| {
+            let r = sys::tap::write_frame(fd, hdr, frame);
             if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
                 blocked = true;
             }

@@ -11,17 +11,6 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// One request, one reply, as podman does (write, shut down writing, read to EOF).
-fn api(sock: &Path, req: &str) -> String {
-    let mut s = UnixStream::connect(sock).expect("connect API socket");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
 struct Setup {
     host: HostNs,
     guest: Guest,

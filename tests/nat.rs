@@ -67,7 +67,22 @@ fn refused_port_fails_fast_with_rst() {
     assert!(took < Duration::from_secs(1), "refusal took {took:?}");
 }
 
-fn bulk_both_ways(mtu: &str) {
+/// Frames tapir read from and wrote to the tap so far (API `get_info`).
+fn frames(sock: &std::path::Path) -> (u64, u64) {
+    let reply = api(sock, r#"{"execute": "get_info"}"#);
+    let v: serde_json::Value = serde_json::from_str(&reply).expect("get_info JSON");
+    let f = &v["return"]["frames"];
+    (
+        f["rx"].as_u64().expect("frames.rx"),
+        f["tx"].as_u64().expect("frames.tx"),
+    )
+}
+
+/// 50 MB each way through the gateway, compared by sha256. With `offload` at a small MTU, the
+/// frame counters must show that TCP crossed the tap in super-segments (the guest's kernel and
+/// tapir each moved far fewer frames than MTU-sized segments would take); without, at least
+/// one frame per MSS.
+fn bulk_both_ways(mtu: &str, offload: bool) {
     let Some(host) = host() else { return };
     need!("ncat", "sha256sum");
     let dir = Scratch::new("bulk");
@@ -92,7 +107,21 @@ fn bulk_both_ways(mtu: &str) {
             .to_owned()
     };
     let want = sum(&src);
-    let (g, t) = start(&host, &["--mtu", mtu]);
+    let sock = dir.path("api.sock");
+    let sock_arg = sock.display().to_string();
+    let mut args = vec!["--mtu", mtu, "--api-socket", &sock_arg];
+    if !offload {
+        args.push("--disable-offload");
+    }
+    let (g, t) = start(&host, &args);
+
+    let segments: u64 = {
+        let mss: u64 = mtu.parse::<u64>().unwrap() - 40;
+        50_000_000 / mss
+    };
+    // At MTU 65520 a segment already fills a super-segment: nothing to count.
+    let small_mtu = segments > 10_000;
+    let before = frames(&sock);
 
     // host -> guest
     let _srv = host.spawn(
@@ -111,6 +140,16 @@ fn bulk_both_ways(mtu: &str) {
         "host->guest corrupted at MTU {mtu}\n{}",
         t.logs()
     );
+    let mid = frames(&sock);
+    let tx = mid.1 - before.1;
+    if offload && small_mtu {
+        assert!(
+            tx < segments / 4,
+            "host->guest took {tx} frames for {segments} segments: no segmentation offload?"
+        );
+    } else {
+        assert!(tx >= segments, "{tx} frames for {segments} segments");
+    }
 
     // guest -> host
     let up = dir.path("up.bin");
@@ -133,16 +172,30 @@ fn bulk_both_ways(mtu: &str) {
         "guest->host corrupted at MTU {mtu}\n{}",
         t.logs()
     );
+    let rx = frames(&sock).0 - mid.0;
+    if offload && small_mtu {
+        assert!(
+            rx < segments / 4,
+            "guest->host took {rx} frames for {segments} segments: no TSO from the guest?"
+        );
+    } else {
+        assert!(rx >= segments, "{rx} frames for {segments} segments");
+    }
 }
 
 #[test]
 fn bulk_50mb_each_way_mtu_65520() {
-    bulk_both_ways("65520");
+    bulk_both_ways("65520", true);
 }
 
 #[test]
 fn bulk_50mb_each_way_mtu_1500() {
-    bulk_both_ways("1500");
+    bulk_both_ways("1500", true);
+}
+
+#[test]
+fn bulk_50mb_each_way_mtu_1500_without_offload() {
+    bulk_both_ways("1500", false);
 }
 
 #[test]

@@ -280,6 +280,8 @@ pub struct Options {
     pub publish: Vec<String>,
     /// `--debug`: verbose logging.
     pub debug: bool,
+    /// `--disable-offload`: plain frames on the tap, no TSO/checksum offload.
+    pub disable_offload: bool,
     /// The namespace to attach to (positional PID|PATH|FD with `--netns-type`). `None` for `run`.
     pub target: Option<Target>,
     /// Positional TAPNAME, untruncated ([`Config::from_options`] truncates it to 15 bytes).
@@ -327,6 +329,8 @@ pub struct Config {
     pub publish: Vec<forward::ForwardSpec>,
     /// Verbose logging.
     pub debug: bool,
+    /// Use tap offloads (`IFF_VNET_HDR`, TSO and checksum offload) unless `--disable-offload`.
+    pub offload: bool,
 }
 
 /// Longest tap name the kernel keeps (IFNAMSIZ - 1); slirp4netns truncates silently.
@@ -415,6 +419,7 @@ impl Config {
                 .map(|p| forward::parse_publish(p, &net))
                 .collect::<Result<_, _>>()?,
             debug: opts.debug,
+            offload: !opts.disable_offload,
         })
     }
 }

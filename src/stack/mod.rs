@@ -23,7 +23,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
 
 use crate::config::{ipv6, mac_for_v4, Config};
-use crate::device::Queues;
+use crate::device::{Queues, TapMode};
 
 /// The network stack facing the guest.
 pub struct Stack {
@@ -38,10 +38,10 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Build the stack for `cfg` at time `now`.
-    pub fn new(cfg: &Config, now: Instant) -> Self {
+    /// Build the stack for `cfg`, on a tap used as `mode` says, at time `now`.
+    pub fn new(cfg: &Config, mode: TapMode, now: Instant) -> Self {
         let mtu = usize::try_from(cfg.mtu).unwrap_or(crate::config::MAX_MTU as usize);
-        let mut device = Queues::new(mtu);
+        let mut device = Queues::new(mtu, mode);
         let mac = EthernetAddress(mac_for_v4(cfg.net.gateway()));
         let mut icfg = IfaceConfig::new(HardwareAddress::Ethernet(mac));
         icfg.random_seed = seed();

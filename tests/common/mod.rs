@@ -624,3 +624,15 @@ pub fn read(path: &Path) -> String {
     }
     s
 }
+
+/// One API request, one reply, as podman does (write, shut down writing, read to EOF).
+pub fn api(sock: &Path, req: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).expect("connect API socket");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

@@ -18,12 +18,29 @@
 //!   into a full tap queue and lost (smoltcp's minimum RTO is one second, so a lost frame costs a
 //!   second of throughput). Frames emitted outside smoltcp (virtual-host replies) that find the
 //!   queue full are counted in [`Counters::tx_dropped`].
+//!
+//! # Offloads
+//!
+//! When the tap carries `virtio_net_hdr`s ([`TapMode::vnet_hdr_len`] > 0, see [`vnet`]), the
+//! device tells smoltcp it segments and checksums TCP itself: smoltcp then emits TCP segments
+//! of up to 64 KiB whatever the MTU, without computing their checksum, and
+//! [`TxToken::consume`] turns each into a partial-checksum frame (with GSO when it is larger
+//! than the guest's MSS). The guest takes it whole, so at MTU 1500 one tap write carries what
+//! used to take 45. In the other direction, with [`TapMode::rx_gso`] the guest sends its own
+//! super-segments (receive buffers are then sized for 64 KiB whatever the MTU), and the
+//! partial checksums it leaves are never verified here (they never are: see `capabilities`).
+
+pub mod vnet;
 
 use std::collections::VecDeque;
 use std::io;
 
-use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
+use std::num::NonZeroUsize;
+
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium, PacketMeta};
 use smoltcp::time::Instant;
+
+use vnet::VnetHdr;
 
 /// Ethernet header length (no VLAN tag, no FCS).
 pub const ETHERNET_HEADER_LEN: usize = 14;
@@ -35,6 +52,29 @@ pub const RX_BATCH: usize = 64;
 pub const TX_QUEUE_LIMIT: usize = 512;
 /// Spare buffers kept per pool; more are freed, bounding idle memory.
 pub const POOL_KEEP: usize = 32;
+/// Largest IPv4 TCP super-segment, as an Ethernet frame: the IPv4 total length is 16 bits.
+pub const GSO_FRAME_V4: usize = ETHERNET_HEADER_LEN + 65535;
+/// Largest IPv6 TCP super-segment, as an Ethernet frame: the payload length is 16 bits.
+pub const GSO_FRAME_V6: usize = ETHERNET_HEADER_LEN + 40 + 65535;
+
+/// How frames cross the tap.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TapMode {
+    /// Bytes of `virtio_net_hdr` before every frame (0 for plain frames, else
+    /// [`vnet::HDR_LEN`]..=[`vnet::MAX_HDR_LEN`]).
+    pub vnet_hdr_len: usize,
+    /// TCP segmentation and checksums towards the guest are left to its kernel (needs a header).
+    pub tx_offload: bool,
+    /// The guest may send TCP super-segments (`TUNSETOFFLOAD` with TSO was accepted).
+    pub rx_gso: bool,
+}
+
+impl TapMode {
+    /// Whether frames to the guest carry offloads.
+    pub fn tx_offload(&self) -> bool {
+        self.tx_offload && self.vnet_hdr_len >= vnet::HDR_LEN
+    }
+}
 
 /// Frame counters, for logs and the API.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -56,13 +96,16 @@ pub struct Queues {
     rx_pool: Vec<Vec<u8>>,
     tx: TxSide,
     mtu: usize,
+    mode: TapMode,
     counters: Counters,
 }
 
 #[derive(Debug)]
 struct TxSide {
-    queue: VecDeque<Vec<u8>>,
+    /// Frames for the guest, each with the offload header it is written with.
+    queue: VecDeque<(VnetHdr, Vec<u8>)>,
     pool: Vec<Vec<u8>>,
+    offload: bool,
 }
 
 impl TxSide {
@@ -81,28 +124,46 @@ fn recycle(pool: &mut Vec<Vec<u8>>, buf: Vec<u8>) {
 }
 
 impl Queues {
-    /// Queues for an interface with IP MTU `mtu`.
-    pub fn new(mtu: usize) -> Self {
+    /// Queues for an interface with IP MTU `mtu` on a tap used as `mode` says.
+    pub fn new(mtu: usize, mode: TapMode) -> Self {
         Queues {
             rx: VecDeque::with_capacity(RX_BATCH),
             rx_pool: Vec::new(),
             tx: TxSide {
                 queue: VecDeque::new(),
                 pool: Vec::new(),
+                offload: mode.tx_offload(),
             },
             mtu,
+            mode,
             counters: Counters::default(),
         }
     }
 
-    /// Largest Ethernet frame (IP MTU + header).
+    /// How frames cross the tap.
+    pub fn mode(&self) -> TapMode {
+        self.mode
+    }
+
+    /// Largest Ethernet frame on the link (IP MTU + header): what the stack may send unless
+    /// it is a TCP super-segment.
     pub fn frame_capacity(&self) -> usize {
         self.mtu + ETHERNET_HEADER_LEN
     }
 
+    /// Largest Ethernet frame the guest may send: a whole TCP super-segment when the guest
+    /// segments nothing, else [`Queues::frame_capacity`].
+    pub fn rx_capacity(&self) -> usize {
+        if self.mode.rx_gso {
+            self.frame_capacity().max(GSO_FRAME_V6)
+        } else {
+            self.frame_capacity()
+        }
+    }
+
     /// A cleared buffer with room for one whole frame, for the runtime to read into.
     pub fn rx_buffer(&mut self) -> Vec<u8> {
-        let cap = self.frame_capacity();
+        let cap = self.rx_capacity();
         let mut b = self.rx_pool.pop().unwrap_or_default();
         b.clear();
         b.reserve_exact(cap);
@@ -138,7 +199,7 @@ impl Queues {
         }
         let mut b = self.tx.take_buffer(0);
         b.extend_from_slice(frame);
-        self.tx.queue.push_back(b);
+        self.tx.queue.push_back((VnetHdr::default(), b));
         true
     }
 
@@ -152,15 +213,25 @@ impl Queues {
         self.tx.queue.len() < TX_QUEUE_LIMIT
     }
 
-    /// Write queued frames with `write` until the queue is empty or `write` reports
-    /// `WouldBlock` (the frame is kept for the next flush). Other errors are returned; the
-    /// failing frame is dropped and counted so one bad frame cannot wedge the queue.
-    pub fn flush(&mut self, mut write: impl FnMut(&[u8]) -> io::Result<usize>) -> io::Result<()> {
-        while let Some(frame) = self.tx.queue.front() {
-            match write(frame) {
+    /// Write queued frames with `write(header, frame)` until the queue is empty or `write`
+    /// reports `WouldBlock` (the frame is kept for the next flush). `header` is the frame's
+    /// `virtio_net_hdr` ([`TapMode::vnet_hdr_len`] bytes, empty for plain frames). Other errors
+    /// are returned; the failing frame is dropped and counted so one bad frame cannot wedge the
+    /// queue.
+    pub fn flush(
+        &mut self,
+        mut write: impl FnMut(&[u8], &[u8]) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let hdr_len = self.mode.vnet_hdr_len.min(vnet::MAX_HDR_LEN);
+        let mut hdr = [0u8; vnet::MAX_HDR_LEN];
+        while let Some((h, frame)) = self.tx.queue.front() {
+            if hdr_len > 0 {
+                hdr[..vnet::HDR_LEN].copy_from_slice(&h.to_bytes());
+            }
+            match write(&hdr[..hdr_len], frame) {
                 Ok(_) => {
                     self.counters.tx_frames += 1;
-                    if let Some(b) = self.tx.queue.pop_front() {
+                    if let Some((_, b)) = self.tx.queue.pop_front() {
                         recycle(&mut self.tx.pool, b);
                     }
                 }
@@ -171,7 +242,7 @@ impl Queues {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     self.counters.tx_dropped += 1;
-                    if let Some(b) = self.tx.queue.pop_front() {
+                    if let Some((_, b)) = self.tx.queue.pop_front() {
                         recycle(&mut self.tx.pool, b);
                     }
                     return Err(e);
@@ -186,13 +257,16 @@ impl Queues {
         self.counters
     }
 
-    /// Pop the oldest frame for the guest (tests and in-memory peers).
+    /// Pop the oldest frame for the guest (tests and in-memory peers). A frame with a partial
+    /// checksum is completed, so the caller sees what the guest's kernel would accept; a
+    /// super-segment stays whole.
     pub fn pop_tx(&mut self) -> Option<Vec<u8>> {
-        let f = self.tx.queue.pop_front();
-        if f.is_some() {
-            self.counters.tx_frames += 1;
+        let (h, mut f) = self.tx.queue.pop_front()?;
+        self.counters.tx_frames += 1;
+        if h.flags & vnet::F_NEEDS_CSUM != 0 {
+            let _ = vnet::complete_checksum(&mut f, &h);
         }
-        f
+        Some(f)
     }
 }
 
@@ -216,6 +290,8 @@ impl phy::RxToken for RxToken<'_> {
 /// Transmit token: appends one frame to the transmit queue.
 pub struct TxToken<'a> {
     side: &'a mut TxSide,
+    /// Payload bytes per segment smoltcp asked for (a super-segment), if any.
+    segment: Option<u16>,
 }
 
 impl phy::TxToken for TxToken<'_> {
@@ -225,8 +301,19 @@ impl phy::TxToken for TxToken<'_> {
     {
         let mut b = self.side.take_buffer(len);
         let r = f(&mut b);
-        self.side.queue.push_back(b);
+        // With offloads smoltcp left TCP checksums to us: hand them (and any segmentation) to
+        // the guest's kernel. Other frames carry complete checksums and an empty header.
+        let h = if self.side.offload {
+            vnet::tcp_tx_header(&mut b, self.segment).unwrap_or_default()
+        } else {
+            VnetHdr::default()
+        };
+        self.side.queue.push_back((h, b));
         r
+    }
+
+    fn set_meta(&mut self, meta: PacketMeta) {
+        self.segment = meta.segmentation_offload_size.map(|s| s.get());
     }
 }
 
@@ -245,7 +332,10 @@ impl phy::Device for Queues {
                 buf,
                 pool: &mut self.rx_pool,
             },
-            TxToken { side: &mut self.tx },
+            TxToken {
+                side: &mut self.tx,
+                segment: None,
+            },
         ))
     }
 
@@ -253,7 +343,10 @@ impl phy::Device for Queues {
         if self.tx.queue.len() >= TX_QUEUE_LIMIT {
             return None;
         }
-        Some(TxToken { side: &mut self.tx })
+        Some(TxToken {
+            side: &mut self.tx,
+            segment: None,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -262,13 +355,20 @@ impl phy::Device for Queues {
         caps.max_transmission_unit = self.frame_capacity();
         caps.max_burst_size = None;
         // Frames from the tap were built by the guest kernel, which checksums them (or marks them
-        // as locally generated): skip verification on receive, always compute on transmit.
+        // as locally generated, or leaves a partial checksum with offloads): skip verification
+        // on receive, compute on transmit - except TCP with offloads, which the guest's kernel
+        // treats as checksummed (see `TxToken::consume`).
         let mut ck = ChecksumCapabilities::default();
         ck.ipv4 = Checksum::Tx;
         ck.udp = Checksum::Tx;
         ck.tcp = Checksum::Tx;
         ck.icmpv4 = Checksum::Tx;
         ck.icmpv6 = Checksum::Tx;
+        if self.mode.tx_offload() {
+            ck.tcp = Checksum::None;
+            caps.segmentation.tcpv4 = NonZeroUsize::new(GSO_FRAME_V4);
+            caps.segmentation.tcpv6 = NonZeroUsize::new(GSO_FRAME_V6);
+        }
         caps.checksum = ck;
         caps
     }
@@ -281,7 +381,7 @@ mod tests {
 
     #[test]
     fn rx_roundtrip_and_recycle() {
-        let mut q = Queues::new(1500);
+        let mut q = Queues::new(1500, TapMode::default());
         let mut b = q.rx_buffer();
         assert!(b.capacity() >= 1514);
         b.extend_from_slice(&[1, 2, 3]);
@@ -294,7 +394,7 @@ mod tests {
 
     #[test]
     fn tx_backpressure_instead_of_drop() {
-        let mut q = Queues::new(1500);
+        let mut q = Queues::new(1500, TapMode::default());
         for _ in 0..TX_QUEUE_LIMIT {
             q.transmit(Instant::ZERO)
                 .unwrap()
@@ -308,7 +408,7 @@ mod tests {
         assert_eq!(q.counters().tx_dropped, 1);
         // A tap that takes two frames then blocks.
         let mut taken = 0;
-        q.flush(|_| {
+        q.flush(|_, _| {
             if taken < 2 {
                 taken += 1;
                 Ok(60)
@@ -320,17 +420,91 @@ mod tests {
         assert_eq!(q.tx_pending(), TX_QUEUE_LIMIT - 2);
         assert_eq!(q.counters().tx_blocked, 1);
         assert!(q.transmit(Instant::ZERO).is_some());
-        q.flush(|f| Ok(f.len())).unwrap();
+        q.flush(|_, f| Ok(f.len())).unwrap();
         assert_eq!(q.tx_pending(), 0);
         assert_eq!(q.counters().tx_frames, TX_QUEUE_LIMIT as u64);
     }
 
+    /// An IPv4 TCP frame of `payload` bytes with a zero checksum, as smoltcp emits it when TCP
+    /// checksums are offloaded.
+    fn tcp_frame(payload: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20 + payload];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&u16::try_from(40 + payload).unwrap().to_be_bytes());
+        f[14 + 8] = 64;
+        f[14 + 9] = 6;
+        f[26..30].copy_from_slice(&[10, 0, 2, 2]);
+        f[30..34].copy_from_slice(&[10, 0, 2, 100]);
+        f[34 + 12] = 0x50;
+        f
+    }
+
+    #[test]
+    fn offload_mode_advertises_segmentation_and_writes_headers() {
+        let mode = TapMode {
+            vnet_hdr_len: vnet::HDR_LEN,
+            tx_offload: true,
+            rx_gso: true,
+        };
+        let mut q = Queues::new(1500, mode);
+        let caps = q.capabilities();
+        assert_eq!(caps.max_transmission_unit, 1514);
+        assert!(
+            !caps.checksum.tcp.tx(),
+            "smoltcp leaves TCP checksums to the guest"
+        );
+        assert_eq!(caps.segmentation.tcpv4.map(|n| n.get()), Some(GSO_FRAME_V4));
+        assert!(
+            q.rx_buffer().capacity() >= GSO_FRAME_V6,
+            "room for a super-segment"
+        );
+
+        // A super-segment smoltcp asked to be cut into 1460-byte segments.
+        let frame = tcp_frame(20000);
+        let mut tok = q.transmit(Instant::ZERO).unwrap();
+        let mut meta = PacketMeta::default();
+        meta.segmentation_offload_size = std::num::NonZeroU16::new(1460);
+        tok.set_meta(meta);
+        tok.consume(frame.len(), |b| b.copy_from_slice(&frame));
+        // A non-TCP frame (ARP) gets an empty header.
+        q.push_tx(&[0u8; 42]);
+        let mut seen = Vec::new();
+        q.flush(|h, f| {
+            seen.push((VnetHdr::from_bytes(h).unwrap(), f.len()));
+            Ok(h.len() + f.len())
+        })
+        .unwrap();
+        assert_eq!(seen.len(), 2);
+        let (h, len) = seen[0];
+        assert_eq!(len, frame.len());
+        assert_eq!(h.flags, vnet::F_NEEDS_CSUM);
+        assert_eq!((h.gso_type, h.gso_size), (vnet::GSO_TCPV4, 1460));
+        assert_eq!((h.csum_start, h.csum_offset, h.hdr_len), (34, 16, 54));
+        assert_eq!(seen[1], (VnetHdr::default(), 42));
+    }
+
+    #[test]
+    fn plain_mode_writes_no_header_and_checksums_tcp() {
+        let mut q = Queues::new(1500, TapMode::default());
+        let caps = q.capabilities();
+        assert!(caps.checksum.tcp.tx());
+        assert!(caps.segmentation.tcpv4.is_none());
+        assert_eq!(q.rx_buffer().capacity(), 1514);
+        q.push_tx(&tcp_frame(10));
+        q.flush(|h, _| {
+            assert!(h.is_empty());
+            Ok(0)
+        })
+        .unwrap();
+    }
+
     #[test]
     fn flush_error_drops_only_failing_frame() {
-        let mut q = Queues::new(1500);
+        let mut q = Queues::new(1500, TapMode::default());
         q.push_tx(&[1]);
         q.push_tx(&[2]);
-        let err = q.flush(|_| Err(io::Error::from_raw_os_error(libc::EIO)));
+        let err = q.flush(|_, _| Err(io::Error::from_raw_os_error(libc::EIO)));
         assert!(err.is_err());
         assert_eq!(q.tx_pending(), 1);
     }
