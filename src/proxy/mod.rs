@@ -108,6 +108,20 @@ impl Env<'_> {
     }
 }
 
+/// What epoll said about a flow's host socket (edge-triggered: each is news since the last).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HostEvent {
+    /// Data (or end of file) to read.
+    pub readable: bool,
+    /// Room to write.
+    pub writable: bool,
+    /// A pending socket error.
+    pub error: bool,
+    /// The peer shut down its sending side (`EPOLLRDHUP`): reads must go on to end of file
+    /// even after a short one, since no further event will come.
+    pub read_closed: bool,
+}
+
 /// All flows and the policy they follow.
 pub struct Proxy {
     rules: Rules,
@@ -423,26 +437,18 @@ impl Proxy {
     }
 
     /// Readiness of a flow's host socket.
-    pub fn on_host_event(
-        &mut self,
-        stack: &mut Stack,
-        id: FlowId,
-        readable: bool,
-        writable: bool,
-        error: bool,
-        now_ms: u64,
-    ) {
+    pub fn on_host_event(&mut self, stack: &mut Stack, id: FlowId, ev: HostEvent, now_ms: u64) {
         let (mut env, table, flows, graveyard) = self.env(now_ms);
         let Some(Some(flow)) = flows.get_mut(id) else {
             return;
         };
         let done = match flow {
             Flow::Tcp(f) => {
-                f.on_host_event(readable, writable, error);
+                f.on_host_event(ev);
                 false
             }
-            Flow::Udp(f) => f.on_host_event(&mut env, stack, table, id, readable, error),
-            Flow::Icmp(f) => f.on_host_event(&mut env, stack, table, id, readable),
+            Flow::Udp(f) => f.on_host_event(&mut env, stack, table, id, ev.readable, ev.error),
+            Flow::Icmp(f) => f.on_host_event(&mut env, stack, table, id, ev.readable),
         };
         if done {
             Self::close(table, flows, graveyard, id);

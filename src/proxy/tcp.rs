@@ -40,7 +40,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
-use super::{flow_token, new_entry, Env, Flow as AnyFlow};
+use super::{flow_token, new_entry, Env, Flow as AnyFlow, HostEvent};
 use crate::nat::{FlowId, Key, Refusal, Table};
 use crate::stack::emit::{Unreachable, L2};
 use crate::stack::Stack;
@@ -74,6 +74,9 @@ pub struct Flow {
     writable: bool,
     host_eof: bool,
     host_shut_wr: bool,
+    /// The host peer has sent its FIN (or the socket failed): read on to end of file, since
+    /// no further readable event will come.
+    host_closing: bool,
     /// The guest's SYN (IP packet), quoted in ICMP errors while connecting.
     syn: Vec<u8>,
     l2: L2,
@@ -176,6 +179,7 @@ pub fn on_guest_syn(
             writable: false,
             host_eof: false,
             host_shut_wr: false,
+            host_closing: false,
             syn: packet.to_vec(),
             l2,
         }),
@@ -255,6 +259,7 @@ pub fn on_inbound(
             writable: false,
             host_eof: false,
             host_shut_wr: false,
+            host_closing: false,
             syn: Vec::new(),
             l2,
         }),
@@ -292,9 +297,10 @@ impl Flow {
     }
 
     /// Record readiness (edge-triggered: remember it until a call would block).
-    pub fn on_host_event(&mut self, readable: bool, writable: bool, error: bool) {
-        self.readable |= readable || error;
-        self.writable |= writable || error;
+    pub fn on_host_event(&mut self, ev: HostEvent) {
+        self.readable |= ev.readable || ev.error;
+        self.writable |= ev.writable || ev.error;
+        self.host_closing |= ev.read_closed || ev.error;
     }
 
     /// Move bytes and advance state. Returns true when the flow is finished.
@@ -335,13 +341,26 @@ impl Flow {
 
         if let Some(stream) = self.stream.as_ref() {
             // guest -> host
+            // A short write means the host socket's buffer is full, a short read that it is
+            // empty: either way the next call would only say EAGAIN, and the socket's next
+            // change of state raises a new edge-triggered event, so stop here (one syscall
+            // less per message for request/response traffic).
             while self.writable && !self.host_shut_wr && sock.can_recv() {
-                let r = sock.recv(|buf| match (&*stream).write(buf) {
-                    Ok(n) => (n, Ok(n)),
-                    Err(e) => (0, Err(e)),
+                let mut offered = 0;
+                let r = sock.recv(|buf| {
+                    offered = buf.len();
+                    match (&*stream).write(buf) {
+                        Ok(n) => (n, Ok(n)),
+                        Err(e) => (0, Err(e)),
+                    }
                 });
                 match r {
-                    Ok(Ok(n)) => out += n as u64,
+                    Ok(Ok(n)) => {
+                        out += n as u64;
+                        if n < offered {
+                            self.writable = false;
+                        }
+                    }
                     Ok(Err(e)) if is_would_block(&e) => self.writable = false,
                     Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                     Ok(Err(e)) => {
@@ -363,16 +382,26 @@ impl Flow {
             }
             // host -> guest
             while self.readable && !self.host_eof && !reset_host && sock.can_send() {
-                let r = sock.send(|buf| match (&*stream).read(buf) {
-                    Ok(n) => (n, Ok(n)),
-                    Err(e) => (0, Err(e)),
+                let mut offered = 0;
+                let r = sock.send(|buf| {
+                    offered = buf.len();
+                    match (&*stream).read(buf) {
+                        Ok(n) => (n, Ok(n)),
+                        Err(e) => (0, Err(e)),
+                    }
                 });
                 match r {
-                    Ok(Ok(0)) => {
+                    Ok(Ok(0)) if offered > 0 => {
                         self.host_eof = true;
                         sock.close();
                     }
-                    Ok(Ok(n)) => inn += n as u64,
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(n)) => {
+                        inn += n as u64;
+                        if n < offered && !self.host_closing {
+                            self.readable = false;
+                        }
+                    }
                     Ok(Err(e)) if is_would_block(&e) => self.readable = false,
                     Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
                     Ok(Err(e)) => {
