@@ -57,6 +57,10 @@ GUEST=""    # pid of the guest's `sleep`, whose netns is the guest
 HELPER=""   # pid of the stack process (tapir / slirp4netns / pasta)
 PIDS=()     # servers to stop
 
+cpu_ticks() { # utime+stime of the helper, in clock ticks (empty if it is gone)
+    local st
+    if helper_alive && read -r -a st <"/proc/$HELPER/stat"; then echo $((st[13] + st[14])); fi
+}
 record() { # METRIC VALUE STATUS TOOL COMMAND [NOTE]
     jq -cn --arg m "$1" --arg v "$2" --arg s "$3" --arg t "$4" --arg c "$5" --arg n "${6:-}" \
         '{metric: $m, value: (if $v == "" then null else ($v | tonumber) end), status: $s,
@@ -314,8 +318,9 @@ run_one() {
     fi
     hwm_mark fwd
 
-    # TCP request/response latency (full round trip).
-    local avg p50 cmd tool
+    # TCP request/response latency (full round trip), and what the helper spent on it.
+    local avg p50 cmd tool cpu0 cpu1
+    cpu0=$(cpu_ticks)
     if [[ $LATENCY_TOOL == sockperf || ($LATENCY_TOOL == auto && -n $(command -v sockperf)) ]]; then
         tool=sockperf
         start_bg sockperf-server sockperf server --tcp -i 127.0.0.1 -p "$P_LAT"
@@ -333,6 +338,11 @@ run_one() {
         client latency guest python3 "$BENCH_DIR/pingpong.py" client "$GATEWAY" "$P_LAT" "$DURATION"
         avg=$(grep -o 'avg_rtt_us=[0-9.]*' "$OUT/latency.out" | cut -d= -f2 || true)
         p50=$(grep -o 'p50_rtt_us=[0-9.]*' "$OUT/latency.out" | cut -d= -f2 || true)
+    fi
+    cpu1=$(cpu_ticks)
+    if [[ -n $cpu0 && -n $cpu1 ]]; then
+        record rtt_cpu_pct "$(awk -v t="$((cpu1 - cpu0))" -v hz="$(getconf CLK_TCK)" -v d="$DURATION" \
+            'BEGIN { printf "%.0f", 100 * t / hz / d }')" ok procfs "utime+stime of pid $HELPER during the ping-pong"
     fi
     if stalled; then
         record rtt_avg_us "" stall "$tool" "$cmd" "client killed after ${CLIENT_TIMEOUT}s"
@@ -542,6 +552,7 @@ summary() {
               {k: "fwd_bps", l: "iperf3 host→guest via port forward (Gbit/s, ↑)", s: 1e-9, d: 2},
               {k: "rtt_avg_us", l: "TCP ping-pong RTT, mean (µs, ↓)", s: 1, d: 1},
               {k: "rtt_p50_us", l: "TCP ping-pong RTT, median (µs, ↓)", s: 1, d: 1},
+              {k: "rtt_cpu_pct", l: "helper CPU during the ping-pong (% of a core)", s: 1, d: 0},
               {k: "cps", l: "wrk, Connection: close (conn/s, ↑)", s: 1, d: 0},
               {k: "ready_ms", l: "launch → ready (ms, ↓)", s: 1, d: 1},
               {k: "rss_idle_kib", l: "idle RSS, ready + 1 s (MiB, ↓)", s: (1 / 1024), d: 1},

@@ -204,6 +204,7 @@ enum Opt {
     Debug,
     Publish,
     DisableOffload,
+    BusyPoll,
 }
 
 /// One `struct option` entry.
@@ -248,6 +249,7 @@ const LONG_OPTIONS: &[LongOpt] = &[
     long("debug", false, Opt::Debug),
     long("publish", true, Opt::Publish),
     long("disable-offload", false, Opt::DisableOffload),
+    long("busy-poll", true, Opt::BusyPoll),
 ];
 
 /// The short options: slirp4netns's `"ce:r:m:a:6hv"` plus tapir's `p:`.
@@ -509,6 +511,19 @@ fn parse_mtu(s: &OsStr) -> Result<u32, CliError> {
     Ok(mtu)
 }
 
+/// `--busy-poll=USEC`: 0 ..= [`config::MAX_BUSY_POLL_US`].
+fn parse_busy_poll(s: &OsStr) -> Result<u32, CliError> {
+    parse_c_long(s)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n <= config::MAX_BUSY_POLL_US)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "busy-poll must be an integer from 0 to {} (microseconds)",
+                config::MAX_BUSY_POLL_US
+            ))
+        })
+}
+
 /// A value that is stored as a `String`.
 fn utf8(value: &OsStr, what: &str) -> Result<String, CliError> {
     value
@@ -587,6 +602,7 @@ fn scan<'a>(argv0: &'a str, args: &'a [OsString], permute: bool) -> Result<Scan<
             Opt::Debug => o.debug = true,
             Opt::Publish => o.publish.push(utf8(arg(), "--publish")?),
             Opt::DisableOffload => o.disable_offload = true,
+            Opt::BusyPoll => o.busy_poll_us = Some(parse_busy_poll(arg())?),
         }
     }
     scan.operands = getopt.operands;
@@ -753,6 +769,7 @@ pub fn usage(argv0: &str) -> String {
          -p, --publish=[ADDR:]HPORT:GPORT[/udp]  forward a host port to the guest (podman syntax, repeatable)\n\
          --debug                  log every flow and frame decision to stderr\n\
          --disable-offload        plain frames on the tap: no TCP segmentation/checksum offload\n\
+         --busy-poll=USEC         poll up to USEC (adaptive, default 50, max 1000, 0=off) before sleeping\n\
          run [OPTION]... [--] CMD [ARG]...  create a user+network namespace, run CMD in it with networking (see '{argv0} run --help')\n\
          ctl SOCKET list|add SPEC|remove ID|info  manage port forwards through an API socket (see '{argv0} ctl --help')\n"
     )
@@ -784,6 +801,7 @@ pub fn run_usage(argv0: &str) -> String {
          --macaddress=MAC         specify the MAC address of the TAP\n\
          --debug                  log every flow and frame decision to stderr\n\
          --disable-offload        plain frames on the tap: no TCP segmentation/checksum offload\n\
+         --busy-poll=USEC         poll up to USEC (adaptive, default 50, max 1000, 0=off) before sleeping\n\
          -h, --help               show this help and exit\n\
          -v, --version            show version and exit\n",
         run_mtu = config::RUN_DEFAULT_MTU,

@@ -282,6 +282,8 @@ pub struct Options {
     pub debug: bool,
     /// `--disable-offload`: plain frames on the tap, no TSO/checksum offload.
     pub disable_offload: bool,
+    /// `--busy-poll=USEC`, already range-checked.
+    pub busy_poll_us: Option<u32>,
     /// The namespace to attach to (positional PID|PATH|FD with `--netns-type`). `None` for `run`.
     pub target: Option<Target>,
     /// Positional TAPNAME, untruncated ([`Config::from_options`] truncates it to 15 bytes).
@@ -331,7 +333,16 @@ pub struct Config {
     pub debug: bool,
     /// Use tap offloads (`IFF_VNET_HDR`, TSO and checksum offload) unless `--disable-offload`.
     pub offload: bool,
+    /// Longest busy-poll before sleeping, in microseconds (0: never spin).
+    pub busy_poll_us: u32,
 }
+
+/// Default `--busy-poll`: long enough to catch the reply of a request/response exchange over
+/// loopback (a round trip through tapir takes ~40-60 us on a 2-vCPU VM), short enough that a
+/// wrong guess costs little. Adaptive: see `runtime::BusyPoll`.
+pub const DEFAULT_BUSY_POLL_US: u32 = 50;
+/// Largest `--busy-poll`: beyond a millisecond, sleeping is cheaper than any spin saves.
+pub const MAX_BUSY_POLL_US: u32 = 1000;
 
 /// Longest tap name the kernel keeps (IFNAMSIZ - 1); slirp4netns truncates silently.
 pub const MAX_IFNAME_LEN: usize = 15;
@@ -420,6 +431,7 @@ impl Config {
                 .collect::<Result<_, _>>()?,
             debug: opts.debug,
             offload: !opts.disable_offload,
+            busy_poll_us: opts.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US),
         })
     }
 }
