@@ -10,11 +10,14 @@
 //! 2. read at most [`RX_BATCH`] frames from the tap into the stack (the tap stays marked readable
 //!    until a read returns `EAGAIN`, and the next poll then does not sleep), so a flooding guest
 //!    cannot starve other work;
-//! 3. poll smoltcp and the virtual hosts' timers;
+//! 3. poll smoltcp and the virtual hosts' timers, move bytes between smoltcp sockets and host
+//!    sockets (`Proxy::after_poll`), and poll smoltcp again only if that changed a socket (each
+//!    poll is a pass over every socket);
 //! 4. write queued frames to the tap until it would block; the rest waits for the tap's writable
 //!    edge (nothing is dropped);
 //! 5. sleep until the earliest of the next event, smoltcp's `poll_delay` and the virtual-host
-//!    timers.
+//!    timers, after an adaptive busy-poll ([`BusyPoll`]) when request/response traffic is
+//!    fast enough for it to pay.
 //!
 //! Lifecycle rules: `--exit-fd` ends the loop on hang-up, error, or if the descriptor is not open
 //! at all (slirp4netns's `POLLNVAL`); data written to it is ignored. If the tap disappears
@@ -452,13 +455,15 @@ impl<'c> Runtime<'c> {
         // Ingress first (frames just read, ACKs that free send space), then move bytes between
         // smoltcp and host sockets, then egress what that produced.
         self.stack.poll(now);
-        self.proxy.after_poll(
+        let dirty = self.proxy.after_poll(
             &mut self.stack,
             self.poll.registry(),
             &self.forwards,
             now_ms,
         );
-        self.stack.poll(now);
+        if dirty {
+            self.stack.poll(now);
+        }
         if now_ms >= self.next_expiry_ms {
             self.next_expiry_ms = self
                 .proxy

@@ -96,6 +96,9 @@ pub struct Env<'a> {
     pub now_ms: u64,
     /// Scratch buffer for datagrams read from host sockets (shared, so idle flows own none).
     pub buf: &'a mut Vec<u8>,
+    /// Set when a flow changed smoltcp socket state (queued data, consumed data, closed,
+    /// aborted, completed a connect): the interface must be polled again to emit the result.
+    pub stack_dirty: bool,
 }
 
 impl Env<'_> {
@@ -272,6 +275,7 @@ impl Proxy {
                 counters: &mut self.counters,
                 now_ms,
                 buf: &mut self.buf,
+                stack_dirty: false,
             },
             &mut self.table,
             &mut self.flows,
@@ -456,17 +460,20 @@ impl Proxy {
     }
 
     /// Move data between smoltcp and host sockets; finish flows that are done. Call after every
-    /// `Interface::poll`.
+    /// `Interface::poll`. Returns whether smoltcp sockets changed, so that the interface must be
+    /// polled again to emit what that produced (otherwise a second poll would find nothing to
+    /// do, at the cost of a pass over every socket).
     pub fn after_poll(
         &mut self,
         stack: &mut Stack,
         registry: &Registry,
         forwards: &ForwardTable,
         now_ms: u64,
-    ) {
+    ) -> bool {
         for h in self.graveyard.drain(..) {
             stack.sockets.remove(h);
         }
+        let forwards_pending = !self.pending_forwards.is_empty();
         for fid in std::mem::take(&mut self.pending_forwards) {
             self.on_forward_ready(stack, registry, forwards, fid, now_ms);
         }
@@ -484,6 +491,7 @@ impl Proxy {
                 Self::close(table, flows, graveyard, id);
             }
         }
+        env.stack_dirty || forwards_pending
     }
 
     /// Expire idle UDP and ICMP flows. Returns the next time (ms) this wants to run.

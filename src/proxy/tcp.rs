@@ -312,9 +312,19 @@ impl Flow {
         id: FlowId,
     ) -> bool {
         if self.phase == Phase::Connecting {
-            return self.check_connect(env, stack, table, id);
+            let done = self.check_connect(env, stack, table, id);
+            // Connected (the held SYN-ACK goes out) or failed (a RST may go out).
+            env.stack_dirty |= done || self.phase != Phase::Connecting;
+            return done;
         }
         let sock = stack.sockets.get_mut::<Socket>(self.handle);
+        let before = (
+            self.phase,
+            self.host_eof,
+            self.host_shut_wr,
+            self.stream.is_some(),
+            sock.state(),
+        );
         if self.phase == Phase::GuestConnecting {
             match sock.state() {
                 State::SynSent | State::SynReceived => return false,
@@ -424,6 +434,19 @@ impl Flow {
         }
 
         let state = sock.state();
+        if out > 0
+            || inn > 0
+            || before
+                != (
+                    self.phase,
+                    self.host_eof,
+                    self.host_shut_wr,
+                    self.stream.is_some(),
+                    state,
+                )
+        {
+            env.stack_dirty = true;
+        }
         // The guest reset or timed out while the host side is still open: reset the host too.
         if state == State::Closed && !(self.host_eof && self.host_shut_wr) {
             reset_host = true;
