@@ -367,7 +367,11 @@ impl phy::Device for Queues {
         if self.mode.tx_offload() {
             ck.tcp = Checksum::None;
             caps.segmentation.tcpv4 = NonZeroUsize::new(GSO_FRAME_V4);
-            caps.segmentation.tcpv6 = NonZeroUsize::new(GSO_FRAME_V6);
+            // Not for IPv6: smoltcp 0.14's IPv6 egress neither passes the segment size on
+            // (`set_meta`) nor exempts super-segments from its MTU check, so it would drop
+            // every one. IPv6 TCP still gets checksum offload; the guest still sends us its
+            // super-segments.
+            caps.segmentation.tcpv6 = None;
         }
         caps.checksum = ck;
         caps
