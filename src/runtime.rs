@@ -192,13 +192,15 @@ impl BusyPoll {
             return poll.poll(events, timeout);
         }
         let start = std::time::Instant::now();
-        if !self.window.is_zero() {
+        // Never spin past the timeout: a timer due sooner must not wait for the spin.
+        let spin = timeout.map_or(self.window, |t| t.min(self.window));
+        if !spin.is_zero() {
             loop {
                 poll.poll(events, Some(StdDuration::ZERO))?;
                 if !events.is_empty() {
                     return Ok(());
                 }
-                if start.elapsed() >= self.window {
+                if start.elapsed() >= spin {
                     break;
                 }
                 std::hint::spin_loop();
