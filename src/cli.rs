@@ -1481,6 +1481,28 @@ mod tests {
     }
 
     #[test]
+    fn offload_and_busy_poll() {
+        let o = attach(&["1", "t"]);
+        assert!(!o.disable_offload);
+        assert_eq!(o.busy_poll_us, None);
+        let o = attach(&["--disable-offload", "--busy-poll=0", "1", "t"]);
+        assert!(o.disable_offload);
+        assert_eq!(o.busy_poll_us, Some(0));
+        assert_eq!(
+            attach(&["--busy-poll", "1000", "1", "t"]).busy_poll_us,
+            Some(1000)
+        );
+        let (o, _) = run(&["--busy-poll=20", "--disable-offload", "true"]);
+        assert_eq!((o.busy_poll_us, o.disable_offload), (Some(20), true));
+        for bad in ["1001", "-1", "x", "", "99999999999999999999"] {
+            usage_err(
+                &[&format!("--busy-poll={bad}"), "1", "t"],
+                "busy-poll must be an integer from 0 to 1000 (microseconds)",
+            );
+        }
+    }
+
+    #[test]
     fn non_utf8_string_values_are_rejected() {
         let mut a = argv(&["1", "x"]);
         a[2] = OsString::from_vec(b"tap\xff".to_vec());
