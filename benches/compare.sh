@@ -24,6 +24,7 @@ TAPIR_DEFAULT=$REPO/target/release/tapir
 export TAPIR=${TAPIR:-$TAPIR_DEFAULT}
 export SLIRP4NETNS=${SLIRP4NETNS:-slirp4netns}
 export PASTA=${PASTA:-pasta}
+export READY_SAMPLES=${READY_SAMPLES:-9} # launches timed per run for launch -> ready (median)
 export LATENCY_TOOL=${LATENCY_TOOL:-auto} # auto (sockperf if installed) | sockperf | python3
 
 # Ports, all inside the private host namespace (or the guest's namespace for P_GUEST).
@@ -188,22 +189,43 @@ print(out.decode())' "$1" "$2"
 }
 
 start_helper() { # IMPL MTU -> sets HELPER, records ready_ms
-    local impl=$1 mtu=$2 t0 t1 byte bin cmd i
+    local impl=$1 mtu=$2 t0 t1 byte bin cmd i pid samples=()
     case $impl in
     tapir | slirp4netns)
         if [[ $impl == tapir ]]; then bin=$TAPIR; else bin=$SLIRP4NETNS; fi
         local argv=(--configure "--mtu=$mtu" --api-socket "$W/api.sock" --ready-fd=3 "$GUEST" tap0)
-        cmd="host\$ $impl ${argv[*]} 3>FIFO"
+        cmd="host\$ $impl ${argv[*]} 3>FIFO (median of $READY_SAMPLES launches)"
+        # A launch takes a few ms and varies by as much between launches: time
+        # READY_SAMPLES - 1 throw-away launches into the same guest (each stopped with SIGTERM,
+        # which removes its tap) before the one that serves the run, and record the median.
+        for ((i = 1; i < READY_SAMPLES; i++)); do
+            rm -f "$W/ready" "$W/api.sock"
+            mkfifo "$W/ready"
+            t0=$(now_us)
+            "$bin" "${argv[@]}" 3>"$W/ready" >>"$OUT/helper-launches.log" 2>&1 &
+            pid=$!
+            if read -r -N1 -t 20 byte <"$W/ready" && [[ $byte == 1 ]]; then
+                t1=$(now_us)
+                samples+=($((t1 - t0)))
+            fi
+            kill -TERM "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        done
+        rm -f "$W/ready" "$W/api.sock"
         mkfifo "$W/ready"
         t0=$(now_us)
         "$bin" "${argv[@]}" 3>"$W/ready" >"$OUT/helper.log" 2>&1 &
         HELPER=$!
         if read -r -N1 -t 20 byte <"$W/ready" && [[ $byte == 1 ]]; then
             t1=$(now_us)
+            samples+=($((t1 - t0)))
         else
             record ready_ms "" error "ready-fd" "$cmd" "no ready byte within 20 s (see helper.log)"
             return 1
         fi
+        # Median of the samples (µs), reported below as t1 - t0.
+        t0=0
+        t1=$(printf '%s\n' "${samples[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
         ;;
     pasta)
         # pasta refuses to start without a host interface that has a default route: give the
@@ -475,7 +497,7 @@ on_signal() {
 }
 trap on_signal INT TERM
 
-COMMAND="$(for v in ROUNDS DURATION MTUS IMPLS LATENCY_TOOL; do printf "%s='%s' " "$v" "${!v}"; done)benches/compare.sh"
+COMMAND="$(for v in ROUNDS DURATION MTUS IMPLS READY_SAMPLES LATENCY_TOOL; do printf "%s='%s' " "$v" "${!v}"; done)benches/compare.sh"
 START=$(date +%s)
 {
     echo "results: $RESULTS"
