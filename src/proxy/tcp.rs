@@ -171,18 +171,13 @@ pub fn on_guest_syn(
     super::Proxy::store_flow(
         flows,
         id,
-        AnyFlow::Tcp(Flow {
+        AnyFlow::Tcp(Flow::new(
             handle,
-            stream: Some(stream),
-            phase: Phase::Connecting,
-            readable: false,
-            writable: false,
-            host_eof: false,
-            host_shut_wr: false,
-            host_closing: false,
-            syn: packet.to_vec(),
+            stream,
+            Phase::Connecting,
+            packet.to_vec(),
             l2,
-        }),
+        )),
     );
     true
 }
@@ -251,18 +246,13 @@ pub fn on_inbound(
     super::Proxy::store_flow(
         flows,
         id,
-        AnyFlow::Tcp(Flow {
+        AnyFlow::Tcp(Flow::new(
             handle,
-            stream: Some(stream),
-            phase: Phase::GuestConnecting,
-            readable: false,
-            writable: false,
-            host_eof: false,
-            host_shut_wr: false,
-            host_closing: false,
-            syn: Vec::new(),
+            stream,
+            Phase::GuestConnecting,
+            Vec::new(),
             l2,
-        }),
+        )),
     );
 }
 
@@ -291,6 +281,22 @@ fn is_would_block(e: &io::Error) -> bool {
 }
 
 impl Flow {
+    /// A flow in `phase` whose host side is `stream`, before any event has arrived.
+    fn new(handle: SocketHandle, stream: TcpStream, phase: Phase, syn: Vec<u8>, l2: L2) -> Self {
+        Flow {
+            handle,
+            stream: Some(stream),
+            phase,
+            readable: false,
+            writable: false,
+            host_eof: false,
+            host_shut_wr: false,
+            host_closing: false,
+            syn,
+            l2,
+        }
+    }
+
     /// The smoltcp socket, for removal once the flow is closed.
     pub fn handle(&self) -> SocketHandle {
         self.handle
