@@ -511,6 +511,12 @@ impl<'c> Runtime<'c> {
                 "tx_dropped": d.tx_dropped,
                 "tx_blocked": d.tx_blocked,
             });
+            let mode = device.mode();
+            v["tap"] = serde_json::json!({
+                "vnet_hdr_len": mode.vnet_hdr_len,
+                "offload_to_guest": mode.tx_offload(),
+                "tso_from_guest": mode.rx_gso,
+            });
             v
         };
         let mut h = api::Handler {

@@ -134,6 +134,12 @@ fn bulk_both_ways(mtu: &str, offload: bool, v6: bool) {
     };
     // At MTU 65520 a segment already fills a super-segment: nothing to count.
     let small_mtu = segments > 10_000;
+    let info: serde_json::Value =
+        serde_json::from_str(&api(&sock, r#"{"execute": "get_info"}"#)).unwrap();
+    let tap = &info["return"]["tap"];
+    assert_eq!(tap["vnet_hdr_len"], if offload { 10 } else { 0 }, "{tap}");
+    assert_eq!(tap["offload_to_guest"], offload, "{tap}");
+    assert_eq!(tap["tso_from_guest"], offload, "{tap}");
     let before = frames(&sock);
 
     // host -> guest
