@@ -69,8 +69,7 @@ fn refused_port_fails_fast_with_rst() {
 
 /// Frames tapir read from and wrote to the tap so far (API `get_info`).
 fn frames(sock: &std::path::Path) -> (u64, u64) {
-    let reply = api(sock, r#"{"execute": "get_info"}"#);
-    let v: serde_json::Value = serde_json::from_str(&reply).expect("get_info JSON");
+    let v = get_info(sock);
     let f = &v["return"]["frames"];
     (
         f["rx"].as_u64().expect("frames.rx"),
@@ -134,8 +133,7 @@ fn bulk_both_ways(mtu: &str, offload: bool, v6: bool) {
     };
     // At MTU 65520 a segment already fills a super-segment: nothing to count.
     let small_mtu = segments > 10_000;
-    let info: serde_json::Value =
-        serde_json::from_str(&api(&sock, r#"{"execute": "get_info"}"#)).unwrap();
+    let info = get_info(&sock);
     let tap = &info["return"]["tap"];
     assert_eq!(tap["vnet_hdr_len"], if offload { 10 } else { 0 }, "{tap}");
     assert_eq!(tap["offload_to_guest"], offload, "{tap}");

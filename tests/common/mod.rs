@@ -636,3 +636,8 @@ pub fn api(sock: &Path, req: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+/// The API's `get_info` reply, parsed.
+pub fn get_info(sock: &Path) -> serde_json::Value {
+    serde_json::from_str(&api(sock, r#"{"execute": "get_info"}"#)).expect("get_info JSON")
+}
