@@ -30,7 +30,7 @@ use log::{debug, info, warn};
 use crate::config::{format_mac, Config, Target};
 use crate::device::{vnet, TapMode};
 use crate::error::Error;
-use crate::runtime::{Exit, Runtime};
+use crate::runtime::{Exit, Runtime, Watch};
 use crate::sys;
 
 /// Open and (optionally) configure the tap. Runs inside the target namespaces.
@@ -55,22 +55,32 @@ fn configure(cfg: &Config, name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Get the tap fd for `cfg.target`.
-fn obtain_tap(cfg: &Config, target: &Target) -> Result<OwnedFd, Error> {
-    let (userns, netns): (Option<PathBuf>, PathBuf) = match target {
-        Target::Pid(pid) => (
+/// The target's (user namespace, network namespace) files; `None` for a tap fd passed in.
+type Namespaces = Option<(Option<PathBuf>, PathBuf)>;
+
+fn namespaces(cfg: &Config, target: &Target) -> Namespaces {
+    match target {
+        Target::Pid(pid) => Some((
             Some(
                 cfg.userns_path
                     .clone()
                     .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/ns/user"))),
             ),
             PathBuf::from(format!("/proc/{pid}/ns/net")),
-        ),
-        Target::Path(p) => (cfg.userns_path.clone(), p.clone()),
-        Target::TapFd(fd) => {
-            return sys::fd::adopt(*fd)
-                .ok_or_else(|| Error::Attach(format!("tap fd {fd} is not open")));
-        }
+        )),
+        Target::Path(p) => Some((cfg.userns_path.clone(), p.clone())),
+        Target::TapFd(_) => None,
+    }
+}
+
+/// Get the tap fd for `cfg.target`.
+fn obtain_tap(cfg: &Config, target: &Target) -> Result<OwnedFd, Error> {
+    let Some((userns, netns)) = namespaces(cfg, target) else {
+        let Target::TapFd(fd) = target else {
+            unreachable!("only a tap fd target has no namespaces")
+        };
+        return sys::fd::adopt(*fd)
+            .ok_or_else(|| Error::Attach(format!("tap fd {fd} is not open")));
     };
     let fd =
         sys::netns::call_in_namespaces(userns.as_deref(), &netns, || open_tap_in_namespace(cfg))
@@ -163,24 +173,58 @@ fn tap_mode(cfg: &Config, tap: BorrowedFd<'_>) -> Result<TapMode, Error> {
     Ok(mode)
 }
 
+/// `--splice-forwards`: fork the socket broker into the target's namespaces, confined like
+/// tapir itself. Without namespaces (a tap fd) or on failure, forwards keep the stack path.
+fn spawn_broker(cfg: &Config, ns: &Namespaces) -> Option<sys::nsbroker::Broker> {
+    if !cfg.splice_forwards {
+        return None;
+    }
+    let Some((userns, netns)) = ns else {
+        warn!("--splice-forwards needs the target's namespaces (not a tap fd); forwards use the stack");
+        return None;
+    };
+    let confine = || -> std::io::Result<()> {
+        if cfg.enable_sandbox {
+            sys::caps::set_no_new_privs()?;
+            sys::caps::restrict_to(0)?;
+        }
+        if cfg.enable_seccomp {
+            crate::isolation::seccomp::install().map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    };
+    match sys::nsbroker::Broker::spawn(userns.as_deref(), netns, confine) {
+        Ok(b) => {
+            debug!("socket broker started for spliced forwards");
+            Some(b)
+        }
+        Err(e) => {
+            warn!(
+                "--splice-forwards: cannot start the socket broker ({e}); forwards use the stack"
+            );
+            None
+        }
+    }
+}
+
 fn serve(
     cfg: &Config,
     tap: OwnedFd,
     inherited: Inherited,
+    ns: &Namespaces,
     target_pid: Option<i32>,
     child: Option<sys::userns::PendingChild>,
 ) -> Result<Exit, Error> {
+    let broker = spawn_broker(cfg, ns);
     let child_pid = child.as_ref().map(|c| c.pid);
     let mode = tap_mode(cfg, tap.as_fd())?;
-    let rt = Runtime::new(
-        cfg,
-        tap,
-        mode,
-        inherited.exit,
-        inherited.exit_missing,
+    let watch = Watch {
+        exit_fd: inherited.exit,
+        exit_fd_missing: inherited.exit_missing,
         target_pid,
-        child_pid,
-    )?;
+        child: child_pid,
+    };
+    let rt = Runtime::new(cfg, tap, mode, watch, broker)?;
     // Isolation (sandbox, then the seccomp allowlist) goes last, right before the ready byte:
     // from here on only syscalls in sandbox/seccomp/<arch>.json are allowed.
     crate::isolation::apply(cfg, target_pid.or(child_pid.map(|p| p.as_raw())))
@@ -210,7 +254,8 @@ pub fn attach(cfg: &Config) -> Result<i32, Error> {
         Target::Pid(p) => Some(p),
         _ => None,
     };
-    match serve(cfg, tap, inherited, target_pid, None)? {
+    let ns = namespaces(cfg, &target);
+    match serve(cfg, tap, inherited, &ns, target_pid, None)? {
         Exit::ChildExited(code) => Ok(code),
         _ => Ok(0),
     }
@@ -249,7 +294,8 @@ pub fn run(cfg: &Config, argv: &[OsString]) -> Result<i32, Error> {
         cfg.net.guest(),
         cfg.net.gateway()
     );
-    match serve(cfg, tap, inherited, None, Some(child))? {
+    let ns = namespaces(cfg, &Target::Pid(pid));
+    match serve(cfg, tap, inherited, &ns, None, Some(child))? {
         Exit::ChildExited(code) => Ok(code),
         Exit::Signal(sig) => {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);

@@ -205,6 +205,7 @@ enum Opt {
     Publish,
     DisableOffload,
     BusyPoll,
+    SpliceForwards,
 }
 
 /// One `struct option` entry.
@@ -250,6 +251,7 @@ const LONG_OPTIONS: &[LongOpt] = &[
     long("publish", true, Opt::Publish),
     long("disable-offload", false, Opt::DisableOffload),
     long("busy-poll", true, Opt::BusyPoll),
+    long("splice-forwards", false, Opt::SpliceForwards),
 ];
 
 /// The short options: slirp4netns's `"ce:r:m:a:6hv"` plus tapir's `p:`.
@@ -603,6 +605,7 @@ fn scan<'a>(argv0: &'a str, args: &'a [OsString], permute: bool) -> Result<Scan<
             Opt::Publish => o.publish.push(utf8(arg(), "--publish")?),
             Opt::DisableOffload => o.disable_offload = true,
             Opt::BusyPoll => o.busy_poll_us = Some(parse_busy_poll(arg())?),
+            Opt::SpliceForwards => o.splice_forwards = true,
         }
     }
     scan.operands = getopt.operands;
@@ -770,6 +773,7 @@ pub fn usage(argv0: &str) -> String {
          --debug                  log every flow and frame decision to stderr\n\
          --disable-offload        plain frames on the tap: no TCP segmentation/checksum offload\n\
          --busy-poll=USEC         poll up to USEC (adaptive, default 50, max 1000, 0=off) before sleeping\n\
+         --splice-forwards        relay TCP forwards from loopback clients inside the namespace (faster; the guest sees its own address as the client)\n\
          run [OPTION]... [--] CMD [ARG]...  create a user+network namespace, run CMD in it with networking (see '{argv0} run --help')\n\
          ctl SOCKET list|add SPEC|remove ID|info  manage port forwards through an API socket (see '{argv0} ctl --help')\n"
     )
@@ -802,6 +806,7 @@ pub fn run_usage(argv0: &str) -> String {
          --debug                  log every flow and frame decision to stderr\n\
          --disable-offload        plain frames on the tap: no TCP segmentation/checksum offload\n\
          --busy-poll=USEC         poll up to USEC (adaptive, default 50, max 1000, 0=off) before sleeping\n\
+         --splice-forwards        relay TCP forwards from loopback clients inside the namespace (faster; the guest sees its own address as the client)\n\
          -h, --help               show this help and exit\n\
          -v, --version            show version and exit\n",
         run_mtu = config::RUN_DEFAULT_MTU,
@@ -1494,6 +1499,9 @@ mod tests {
         );
         let (o, _) = run(&["--busy-poll=20", "--disable-offload", "true"]);
         assert_eq!((o.busy_poll_us, o.disable_offload), (Some(20), true));
+        assert!(!o.splice_forwards);
+        assert!(attach(&["--splice-forwards", "1", "t"]).splice_forwards);
+        assert!(run(&["--splice-forwards", "true"]).0.splice_forwards);
         for bad in ["1001", "-1", "x", "", "99999999999999999999"] {
             usage_err(
                 &[&format!("--busy-poll={bad}"), "1", "t"],

@@ -228,19 +228,34 @@ impl BusyPoll {
 /// Signals that end the process cleanly.
 const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
+/// What ends the runtime besides signals.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// The adopted `--exit-fd` (`None` when absent): its hang-up ends the loop.
+    pub exit_fd: Option<OwnedFd>,
+    /// `--exit-fd` was named but is not open.
+    pub exit_fd_missing: bool,
+    /// The target process, watched through a pidfd.
+    pub target_pid: Option<i32>,
+    /// `tapir run`'s command, reaped; its exit ends the loop.
+    pub child: Option<Pid>,
+}
+
 impl<'c> Runtime<'c> {
-    /// Register everything. `exit_fd` is the adopted `--exit-fd` (`None` when absent), and
-    /// `exit_fd_missing` tells that it was named but not open. `target_pid` is watched (pidfd)
-    /// and `child` is reaped (`tapir run`).
+    /// Register everything. `broker`, if any, serves spliced port forwards.
     pub fn new(
         cfg: &'c Config,
         tap: OwnedFd,
         tap_mode: TapMode,
-        exit_fd: Option<OwnedFd>,
-        exit_fd_missing: bool,
-        target_pid: Option<i32>,
-        child: Option<Pid>,
+        watch: Watch,
+        broker: Option<crate::sys::nsbroker::Broker>,
     ) -> Result<Self, Error> {
+        let Watch {
+            exit_fd,
+            exit_fd_missing,
+            target_pid,
+            child,
+        } = watch;
         let poll = Poll::new().map_err(Error::Poll)?;
         let mut mask = SigSet::empty();
         for s in TERMINATING {
@@ -318,7 +333,7 @@ impl<'c> Runtime<'c> {
             Ok(n) => debug!("fd limit {n}"),
             Err(e) => warn!("cannot raise the fd limit: {e}"),
         }
-        let proxy = Proxy::new(cfg);
+        let proxy = Proxy::new(cfg, broker);
         let mut forwards = ForwardTable::new();
         for spec in &cfg.publish {
             let id = forwards
@@ -478,6 +493,10 @@ impl<'c> Runtime<'c> {
         // guest is not draining what we owe it (then the tap's writable edge wakes us; spinning
         // here would burn a core).
         if self.tap_readable && self.stack.device.tx_has_room() {
+            return Ok(Some(StdDuration::ZERO));
+        }
+        // Work no event will announce (a spliced flow at its batch limit, a forward's backlog).
+        if self.proxy.has_pending() {
             return Ok(Some(StdDuration::ZERO));
         }
         let mut wait = MAX_SLEEP;

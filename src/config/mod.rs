@@ -284,6 +284,8 @@ pub struct Options {
     pub disable_offload: bool,
     /// `--busy-poll=USEC`, already range-checked.
     pub busy_poll_us: Option<u32>,
+    /// `--splice-forwards`: relay port forwards from loopback clients inside the namespace.
+    pub splice_forwards: bool,
     /// The namespace to attach to (positional PID|PATH|FD with `--netns-type`). `None` for `run`.
     pub target: Option<Target>,
     /// Positional TAPNAME, untruncated ([`Config::from_options`] truncates it to 15 bytes).
@@ -335,6 +337,9 @@ pub struct Config {
     pub offload: bool,
     /// Longest busy-poll before sleeping, in microseconds (0: never spin).
     pub busy_poll_us: u32,
+    /// Splice TCP port-forward connections from loopback clients to a socket inside the
+    /// namespace ([`crate::proxy::splice`]).
+    pub splice_forwards: bool,
 }
 
 /// Default `--busy-poll`: long enough to catch the reply of a request/response exchange over
@@ -432,6 +437,7 @@ impl Config {
             debug: opts.debug,
             offload: !opts.disable_offload,
             busy_poll_us: opts.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US),
+            splice_forwards: opts.splice_forwards,
         })
     }
 }

@@ -24,6 +24,7 @@
 //! flow id; that is the only way this module touches the event loop.
 
 pub mod icmp;
+pub mod splice;
 pub mod tcp;
 pub mod udp;
 
@@ -65,6 +66,8 @@ pub enum Flow {
     Udp(udp::Flow),
     /// ICMP echo (host ping socket per guest identifier).
     Icmp(icmp::Flow),
+    /// A port-forward connection spliced to a socket in the guest's namespace.
+    Splice(splice::Flow),
 }
 
 /// Counters for logs and the API.
@@ -78,6 +81,8 @@ pub struct Counters {
     pub dropped: u64,
     /// IPv4 fragments from the guest (reassembled before proxying).
     pub fragments: u64,
+    /// TCP port-forward connections that took the spliced path (also counted in `created`).
+    pub spliced: u64,
 }
 
 /// Shared state the protocol handlers need besides their own flow.
@@ -148,6 +153,10 @@ pub struct Proxy {
     guest_mac: Option<EthernetAddress>,
     /// UDP forwards that may still hold datagrams (their drain stopped early).
     pending_forwards: Vec<u64>,
+    /// Spliced flows that stopped at their batch limit (pumped again after the next poll).
+    pending_splices: Vec<FlowId>,
+    /// Socket factory inside the guest's namespace (`--splice-forwards`).
+    broker: Option<sys::nsbroker::Broker>,
 }
 
 /// Flows listed by `get_info` at most (bounds the reply; the API caps nothing else).
@@ -179,8 +188,9 @@ fn resolve_outbound<A: Into<IpAddr> + Copy>(o: &Option<Outbound<A>>, v6: bool) -
 }
 
 impl Proxy {
-    /// Build from the configuration (resolves `--outbound-addr=IFNAME` now).
-    pub fn new(cfg: &Config) -> Self {
+    /// Build from the configuration (resolves `--outbound-addr=IFNAME` now). `broker`, if any,
+    /// makes sockets in the guest's namespace for spliced port forwards.
+    pub fn new(cfg: &Config, broker: Option<sys::nsbroker::Broker>) -> Self {
         let mtu = usize::try_from(cfg.mtu).unwrap_or(1500);
         Proxy {
             rules: Rules::new(cfg),
@@ -202,6 +212,8 @@ impl Proxy {
             sessions: udp::Sessions::default(),
             guest_mac: None,
             pending_forwards: Vec::new(),
+            pending_splices: Vec::new(),
+            broker,
         }
     }
 
@@ -246,7 +258,13 @@ impl Proxy {
                 "refused_full": t.refused(),
                 "list": flows,
             },
-            "flows_created": { "tcp": c.created[0], "udp": c.created[1], "icmp": c.created[2] },
+            "flows_created": {
+                "tcp": c.created[0],
+                "udp": c.created[1],
+                "icmp": c.created[2],
+                "tcp_spliced": c.spliced,
+            },
+            "splice_forwards": self.broker.is_some(),
             "refused": c.refused,
             "dropped": c.dropped,
             "fragments": c.fragments,
@@ -399,7 +417,21 @@ impl Proxy {
                 let mut exhausted = false;
                 for _ in 0..ACCEPT_BATCH {
                     match l.accept() {
-                        Ok((stream, peer)) => {
+                        Ok((mut stream, peer)) => {
+                            let broker = self.broker.take();
+                            let (mut env, table, flows, _) = self.env(now_ms);
+                            let spliced = match broker.as_ref().filter(|_| {
+                                peer.ip().to_canonical().is_loopback() && guest.is_ipv4()
+                            }) {
+                                Some(b) => splice::on_inbound(
+                                    &mut env, table, flows, registry, b, guest, stream, peer,
+                                )
+                                .err(),
+                                None => Some(stream),
+                            };
+                            self.broker = broker;
+                            let Some(back) = spliced else { continue };
+                            stream = back;
                             let (mut env, table, flows, _) = self.env(now_ms);
                             tcp::on_inbound(
                                 &mut env, table, flows, stack, registry, l2, guest, stream, peer,
@@ -446,6 +478,7 @@ impl Proxy {
         let Some(Some(flow)) = flows.get_mut(id) else {
             return;
         };
+        let mut again = false;
         let done = match flow {
             Flow::Tcp(f) => {
                 f.on_host_event(ev);
@@ -453,9 +486,20 @@ impl Proxy {
             }
             Flow::Udp(f) => f.on_host_event(&mut env, stack, table, id, ev.readable, ev.error),
             Flow::Icmp(f) => f.on_host_event(&mut env, stack, table, id, ev.readable),
+            Flow::Splice(f) => match f.on_event(table, id, now_ms) {
+                splice::Outcome::Wait => false,
+                splice::Outcome::Again => {
+                    again = true;
+                    false
+                }
+                splice::Outcome::Done => true,
+            },
         };
         if done {
             Self::close(table, flows, graveyard, id);
+        }
+        if again && !self.pending_splices.contains(&id) {
+            self.pending_splices.push(id);
         }
     }
 
@@ -477,6 +521,9 @@ impl Proxy {
         for fid in std::mem::take(&mut self.pending_forwards) {
             self.on_forward_ready(stack, registry, forwards, fid, now_ms);
         }
+        for id in std::mem::take(&mut self.pending_splices) {
+            self.on_host_event(stack, id, HostEvent::default(), now_ms);
+        }
         let (mut env, table, flows, graveyard) = self.env(now_ms);
         for id in 0..flows.len() {
             let Some(flow) = flows[id].as_mut() else {
@@ -486,6 +533,8 @@ impl Proxy {
                 Flow::Tcp(f) => f.pump(&mut env, stack, table, id),
                 Flow::Udp(f) => f.drain(&mut env, stack, table, id),
                 Flow::Icmp(f) => f.drain(&mut env, stack, table, id),
+                // Pumped on their own events (and `pending_splices`), never by the stack.
+                Flow::Splice(_) => false,
             };
             if done {
                 Self::close(table, flows, graveyard, id);
@@ -508,6 +557,12 @@ impl Proxy {
                 Some(Flow::Icmp(f)) => {
                     any = true;
                     f.expired(now_ms)
+                }
+                Some(Flow::Splice(f)) if f.connecting() => {
+                    any = true;
+                    table
+                        .get(id)
+                        .is_some_and(|e| f.connect_expired(e.created_ms, now_ms))
                 }
                 _ => false,
             };
@@ -540,6 +595,12 @@ impl Proxy {
                 );
             }
         }
+    }
+
+    /// Whether work is left over that no event will announce (a forward's backlog, a spliced
+    /// flow at its batch limit): the loop must not sleep.
+    pub fn has_pending(&self) -> bool {
+        !self.pending_forwards.is_empty() || !self.pending_splices.is_empty()
     }
 
     /// Number of live flows of `proto`.

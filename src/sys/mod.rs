@@ -13,6 +13,8 @@
 //! - [`ifconfig`]: the `--configure` ioctls (link up, MTU, MAC, address, default route).
 //! - [`netns`]: run a closure in a forked child that joined a user and network namespace, and
 //!   receive the file descriptor it produced over `SCM_RIGHTS`.
+//! - [`nsbroker`]: a long-lived child inside the container's namespaces that makes TCP sockets there
+//!   (the spliced port-forward path).
 //! - [`fd`]: small fd utilities (ready byte, validity checks, pidfd).
 //! - [`userns`]: create a user+network+mount namespace for `tapir run`.
 #![allow(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod ifconfig;
 pub mod mount;
 pub mod net;
 pub mod netns;
+pub mod nsbroker;
 pub mod tap;
 pub mod userns;
 

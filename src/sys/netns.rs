@@ -18,7 +18,7 @@
 
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::sched::{setns, CloneFlags};
@@ -77,26 +77,12 @@ where
             })();
             let code = match result {
                 Ok(fd) => {
-                    let fds = [fd.as_raw_fd()];
-                    let ok = sendmsg::<()>(
-                        child_sock.as_raw_fd(),
-                        &[IoSlice::new(b"\0")],
-                        &[ControlMessage::ScmRights(&fds)],
-                        MsgFlags::empty(),
-                        None,
-                    );
-                    i32::from(ok.is_err())
+                    i32::from(send_reply(child_sock.as_fd(), &[0], Some(fd.as_fd())).is_err())
                 }
                 Err(msg) => {
                     let mut bytes = vec![1u8];
                     bytes.extend(msg.as_bytes().iter().take(MAX_CHILD_MESSAGE - 1));
-                    let _ = sendmsg::<()>(
-                        child_sock.as_raw_fd(),
-                        &[IoSlice::new(&bytes)],
-                        &[],
-                        MsgFlags::empty(),
-                        None,
-                    );
+                    let _ = send_reply(child_sock.as_fd(), &bytes, None);
                     1
                 }
             };
@@ -107,34 +93,8 @@ where
         ForkResult::Parent { child } => {
             drop(child_sock);
             let mut buf = [0u8; MAX_CHILD_MESSAGE];
-            let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-            let received = {
-                let mut iov = [IoSliceMut::new(&mut buf)];
-                match recvmsg::<()>(
-                    parent_sock.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut cmsg),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
-                ) {
-                    Ok(msg) => {
-                        let mut fd = None;
-                        if let Ok(cmsgs) = msg.cmsgs() {
-                            for c in cmsgs {
-                                if let ControlMessageOwned::ScmRights(fds) = c {
-                                    for raw in fds {
-                                        // SAFETY: SCM_RIGHTS just installed this fd in our table;
-                                        // nothing else owns it.
-                                        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                                        fd.get_or_insert(owned);
-                                    }
-                                }
-                            }
-                        }
-                        Ok((msg.bytes, fd))
-                    }
-                    Err(e) => Err(format!("failed to receive tapfd from child: {e}")),
-                }
-            };
+            let received = recv_reply(parent_sock.as_fd(), &mut buf)
+                .map_err(|e| format!("failed to receive tapfd from child: {e}"));
             let status = loop {
                 match waitpid(child, None) {
                     Err(nix::errno::Errno::EINTR) => continue,
@@ -154,4 +114,57 @@ where
             }
         }
     }
+}
+
+/// Send `bytes` and, if any, a descriptor (`SCM_RIGHTS`) as one message on a `SOCK_SEQPACKET`
+/// socket.
+pub(crate) fn send_reply(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> nix::Result<()> {
+    let fds = fd.map(|f| [f.as_raw_fd()]);
+    let cmsgs: Vec<ControlMessage<'_>> = fds
+        .as_ref()
+        .map(|f| ControlMessage::ScmRights(f))
+        .into_iter()
+        .collect();
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        &cmsgs,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+}
+
+/// Receive one message sent by [`send_reply`]: its length in `buf` and the descriptor it
+/// carried, if any (close-on-exec; extra descriptors are closed).
+pub(crate) fn recv_reply(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> nix::Result<(usize, Option<OwnedFd>)> {
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fd = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    // SAFETY: SCM_RIGHTS just installed this fd in our table; nothing else
+                    // owns it.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    fd.get_or_insert(owned);
+                }
+            }
+        }
+    }
+    Ok((msg.bytes, fd))
 }

@@ -1,0 +1,377 @@
+//! Spliced port forwards: loopback clients relayed to a socket inside the guest's namespace.
+//!
+//! # Theory of operation
+//!
+//! With `--splice-forwards`, a TCP port-forward connection whose client is on the host's loopback
+//! does not go through the user-mode stack at all. The socket broker ([`crate::sys::nsbroker`])
+//! hands over a TCP socket made inside the container's network namespace and bound to the
+//! forward's guest address; tapir connects it to the guest port, so the connection crosses the
+//! container's own loopback, and bytes move between the two kernel sockets with `splice(2)`
+//! through one pipe per direction, never entering tapir's memory. This is the path rootlesskit's
+//! builtin port driver and pasta take for local clients; it runs at loopback speed.
+//!
+//! What the guest sees differs from the stack path in one way: the client appears as the guest's
+//! own address (the socket is bound to it) instead of the gateway (10.0.2.2). Clients that are
+//! not on loopback keep the stack path, so their address is still preserved, which is the reason
+//! to use slirp4netns's port forwarding at all. That is why the path is opt-in.
+//!
+//! The path is taken only when it can work, and otherwise the connection silently takes the
+//! stack path: no broker (a tap fd was passed in), an address that is not the namespace's own
+//! (the broker's `bind` fails), or no descriptors left for the pipes.
+//!
+//! Each direction is a small state machine: drain the pipe into the destination; once empty, fill
+//! it from the source (so a short `EAGAIN` from `splice` into a full pipe never hides readable
+//! data); at end of file shut the destination's sending side. Both sockets are registered
+//! edge-triggered under the flow's token, and any event pumps both directions until each one
+//! waits on `EAGAIN`, or has moved [`SPLICE_BATCH_BYTES`] (then it is pumped again after the
+//! next poll, so one fast flow cannot starve the tap). A reset or error on either side resets the
+//! other (`SO_LINGER` 0). The guest connect has [`CONNECT_TIMEOUT_MS`]; after that the client is
+//! reset, as when the guest refuses.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use log::debug;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry};
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags};
+
+use super::{flow_token, new_entry, Env, Flow as AnyFlow};
+use crate::nat::{FlowId, Key, State, Table};
+use crate::sys;
+use crate::sys::nsbroker::Broker;
+
+/// Capacity asked for the pipes of the first [`BIG_PIPE_FLOWS`] flows (`F_SETPIPE_SZ`, the
+/// default `pipe-max-size`): ~20% more throughput than the kernel's default 64 KiB. Pipe pages
+/// are references to socket buffers, held only while data is in flight, but a pipe's size counts
+/// against its user's `pipe-user-pages-soft` (16384 pages) at once, and a user over that limit
+/// gets 8 KiB pipes in every program, so only a few flows get big pipes.
+pub const PIPE_BYTES: usize = 1024 * 1024;
+/// Flows at once whose pipes are [`PIPE_BYTES`]: 4 x 2 x 256 pages is 1/8 of the default
+/// per-user quota. Others keep the kernel's default size.
+pub const BIG_PIPE_FLOWS: usize = 4;
+/// Bytes one direction moves per event before yielding to the rest of the loop.
+pub const SPLICE_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long the connect to the guest may take (the guest answers at once, unless a firewall in
+/// the container drops the SYN).
+pub const CONNECT_TIMEOUT_MS: u64 = super::tcp::GUEST_CONNECT_TIMEOUT_SECS * 1000;
+
+/// One direction: source socket -> pipe -> destination socket.
+struct Dir {
+    pipe_r: OwnedFd,
+    pipe_w: OwnedFd,
+    /// What one splice into the pipe asks for.
+    cap: usize,
+    /// Bytes in the pipe.
+    queued: usize,
+    /// The source reached end of file.
+    eof: bool,
+    /// The destination's sending side is shut down (after `eof` and an empty pipe).
+    shut: bool,
+}
+
+/// How a pump of one direction ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Pumped {
+    /// Waiting for an edge (or finished).
+    Idle,
+    /// Stopped at the batch limit with work left.
+    More,
+}
+
+/// Flows holding big pipes now (tapir is single-threaded; the atomic only makes it a safe
+/// static).
+static BIG_PIPES_IN_USE: AtomicUsize = AtomicUsize::new(0);
+
+/// A claim on one of the [`BIG_PIPE_FLOWS`], released on drop.
+struct BigPipes;
+
+impl BigPipes {
+    fn claim() -> Option<BigPipes> {
+        BIG_PIPES_IN_USE
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < BIG_PIPE_FLOWS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| BigPipes)
+    }
+}
+
+impl Drop for BigPipes {
+    fn drop(&mut self) {
+        BIG_PIPES_IN_USE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Bytes the pipe can hold (its capacity once resized).
+fn pipe(big: bool) -> io::Result<(OwnedFd, OwnedFd, usize)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+    let mut cap = DEFAULT_PIPE_BYTES;
+    if big {
+        let size = i32::try_from(PIPE_BYTES).unwrap_or(i32::MAX);
+        match nix::fcntl::fcntl(&w, FcntlArg::F_SETPIPE_SZ(size)) {
+            Ok(n) => cap = usize::try_from(n).unwrap_or(DEFAULT_PIPE_BYTES),
+            // A smaller pipe still works; it only takes more calls.
+            Err(e) => debug!("F_SETPIPE_SZ {PIPE_BYTES}: {e}"),
+        }
+    }
+    Ok((r, w, cap))
+}
+
+/// The kernel's default pipe capacity (16 pages).
+const DEFAULT_PIPE_BYTES: usize = 16 * 4096;
+
+fn splice(from: impl AsFd, to: impl AsFd, len: usize) -> Result<usize, Errno> {
+    loop {
+        match nix::fcntl::splice(
+            from.as_fd(),
+            None,
+            to.as_fd(),
+            None,
+            len,
+            SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK,
+        ) {
+            Err(Errno::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+impl Dir {
+    fn new(big: bool) -> io::Result<Dir> {
+        let (pipe_r, pipe_w, cap) = pipe(big)?;
+        Ok(Dir {
+            pipe_r,
+            pipe_w,
+            cap,
+            queued: 0,
+            eof: false,
+            shut: false,
+        })
+    }
+
+    /// Move bytes from `src` to `dst`; adds what reached `dst` to `moved`.
+    fn pump(&mut self, src: &TcpStream, dst: &TcpStream, moved: &mut u64) -> Result<Pumped, Errno> {
+        let mut budget = SPLICE_BATCH_BYTES;
+        loop {
+            while self.queued > 0 {
+                match splice(&self.pipe_r, dst, self.queued) {
+                    Ok(n) => {
+                        self.queued -= n;
+                        *moved += n as u64;
+                        budget = budget.saturating_sub(n);
+                    }
+                    Err(Errno::EAGAIN) => return Ok(Pumped::Idle),
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.eof {
+                if !self.shut {
+                    self.shut = true;
+                    if let Err(e) = dst.shutdown(std::net::Shutdown::Write) {
+                        debug!("splice: shutdown: {e}");
+                    }
+                }
+                return Ok(Pumped::Idle);
+            }
+            if budget == 0 {
+                return Ok(Pumped::More);
+            }
+            match splice(src, &self.pipe_w, self.cap) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.queued = n,
+                Err(Errno::EAGAIN) => return Ok(Pumped::Idle),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// A spliced connection.
+pub struct Flow {
+    /// The accepted client, on the host.
+    host: TcpStream,
+    /// The socket in the guest's namespace.
+    guest: TcpStream,
+    connected: bool,
+    /// host -> guest.
+    up: Dir,
+    /// guest -> host.
+    down: Dir,
+    /// Held while the pipes are big.
+    _big: Option<BigPipes>,
+}
+
+/// What [`Flow::on_event`] decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Wait for the next edge.
+    Wait,
+    /// Pump again after the next poll (a batch limit was hit).
+    Again,
+    /// Finished or failed: close the flow.
+    Done,
+}
+
+impl Flow {
+    /// Connect progress and data: pump both directions.
+    pub fn on_event(&mut self, table: &mut Table, id: FlowId, now_ms: u64) -> Outcome {
+        if !self.connected {
+            match self.guest.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    debug!("splice flow {id}: connect to the guest: {e}");
+                    self.reset_host();
+                    return Outcome::Done;
+                }
+            }
+            if self.guest.peer_addr().is_err() {
+                return Outcome::Wait;
+            }
+            self.connected = true;
+            if let Some(e) = table.get_mut(id) {
+                e.state = State::Open;
+            }
+        }
+        let (mut inn, mut out) = (0u64, 0u64);
+        let up = self.up.pump(&self.host, &self.guest, &mut inn);
+        let down = self.down.pump(&self.guest, &self.host, &mut out);
+        table.account(id, out, inn, now_ms);
+        match (up, down) {
+            (Err(e), _) | (_, Err(e)) => {
+                debug!("splice flow {id}: {e}");
+                let _ = sys::net::set_linger_zero(&self.host);
+                let _ = sys::net::set_linger_zero(&self.guest);
+                Outcome::Done
+            }
+            _ if self.up.shut && self.down.shut => Outcome::Done,
+            (Ok(a), Ok(b)) => {
+                if let Some(e) = table.get_mut(id) {
+                    if self.up.shut || self.down.shut {
+                        e.state = State::HalfClosed;
+                    }
+                }
+                if a == Pumped::More || b == Pumped::More {
+                    Outcome::Again
+                } else {
+                    Outcome::Wait
+                }
+            }
+        }
+    }
+
+    fn reset_host(&self) {
+        let _ = sys::net::set_linger_zero(&self.host);
+    }
+
+    /// Whether the guest connect has been pending too long (then the client is reset).
+    pub fn connect_expired(&self, created_ms: u64, now_ms: u64) -> bool {
+        let expired = !self.connected && now_ms.saturating_sub(created_ms) >= CONNECT_TIMEOUT_MS;
+        if expired {
+            self.reset_host();
+        }
+        expired
+    }
+
+    /// Whether the guest connect is still in flight.
+    pub fn connecting(&self) -> bool {
+        !self.connected
+    }
+
+    /// Both sockets, for deregistration.
+    pub fn fds(&self) -> [i32; 2] {
+        [self.host.as_raw_fd(), self.guest.as_raw_fd()]
+    }
+}
+
+/// Try to splice client `stream` (accepted from `peer`) to `guest`. On success the flow is stored
+/// and `Ok` returned; otherwise the stream comes back untouched, for the stack path.
+#[allow(clippy::too_many_arguments)]
+pub fn on_inbound(
+    env: &mut Env<'_>,
+    table: &mut Table,
+    flows: &mut Vec<Option<AnyFlow>>,
+    registry: &Registry,
+    broker: &Broker,
+    guest: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Result<(), TcpStream> {
+    let inner: OwnedFd = match broker.tcp_socket(guest.ip()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            debug!("splice: no socket for {guest} in the namespace ({e}); using the stack");
+            return Err(stream);
+        }
+    };
+    let inner = TcpStream::from(inner);
+    let big = BigPipes::claim();
+    let (up, down) = match (Dir::new(big.is_some()), Dir::new(big.is_some())) {
+        (Ok(u), Ok(d)) => (u, d),
+        (Err(e), _) | (_, Err(e)) => {
+            debug!("splice: pipes: {e}; using the stack");
+            return Err(stream);
+        }
+    };
+    let Ok(local) = inner.local_addr() else {
+        return Err(stream);
+    };
+    // The flow's key is the connection as the guest sees it: its own address as the client.
+    let key = Key::tcp(guest, local);
+    let id = match table.insert(new_entry(key, peer, env.now_ms)) {
+        Ok(id) => id,
+        Err(full) => {
+            debug!("splice from {peer}: {full}");
+            let _ = sys::net::set_linger_zero(&stream);
+            return Ok(());
+        }
+    };
+    let setup = (|| {
+        stream.set_nonblocking(true)?;
+        stream.set_nodelay(true)?;
+        inner.set_nodelay(true)?;
+        match nix::sys::socket::connect(
+            inner.as_raw_fd(),
+            &nix::sys::socket::SockaddrStorage::from(guest),
+        ) {
+            Ok(()) | Err(Errno::EINPROGRESS) => {}
+            Err(e) => return Err(io::Error::from(e)),
+        }
+        for fd in [stream.as_raw_fd(), inner.as_raw_fd()] {
+            registry.register(
+                &mut SourceFd(&fd),
+                flow_token(id),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = setup {
+        debug!("splice from {peer} to {guest}: {e}");
+        table.remove(id);
+        let _ = sys::net::set_linger_zero(&stream);
+        return Ok(());
+    }
+    if let Some(e) = table.get_mut(id) {
+        e.host_local = stream.local_addr().ok();
+    }
+    env.counters.spliced += 1;
+    env.counters.created[0] += 1;
+    debug!("tcp forward {peer} -> {guest} spliced (as {local}, flow {id})");
+    super::Proxy::store_flow(
+        flows,
+        id,
+        AnyFlow::Splice(Flow {
+            host: stream,
+            guest: inner,
+            connected: false,
+            up,
+            down,
+            _big: big,
+        }),
+    );
+    Ok(())
+}
