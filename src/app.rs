@@ -183,16 +183,7 @@ fn spawn_broker(cfg: &Config, ns: &Namespaces) -> Option<sys::nsbroker::Broker> 
         warn!("--splice-forwards needs the target's namespaces (not a tap fd); forwards use the stack");
         return None;
     };
-    let confine = || -> std::io::Result<()> {
-        if cfg.enable_sandbox {
-            sys::caps::set_no_new_privs()?;
-            sys::caps::restrict_to(0)?;
-        }
-        if cfg.enable_seccomp {
-            crate::isolation::seccomp::install().map_err(std::io::Error::other)?;
-        }
-        Ok(())
-    };
+    let confine = || crate::isolation::confine_helper(cfg);
     match sys::nsbroker::Broker::spawn(userns.as_deref(), netns, confine) {
         Ok(b) => {
             debug!("socket broker started for spliced forwards");

@@ -42,6 +42,13 @@
 //!
 //! Each stage's failure is fatal (tapir exits 1 before writing the ready byte), with an error
 //! naming the step, so a caller never runs with less isolation than it asked for.
+//!
+//! The socket broker of `--splice-forwards` ([`crate::sys::nsbroker`]) is a second process,
+//! inside the container's namespaces, with a filesystem view it never uses. [`confine_helper`]
+//! confines it as far as it can be without a mount namespace of its own: with `--enable-sandbox`
+//! no capability at all (it binds port 0 only) and `NO_NEW_PRIVS`; with `--enable-seccomp` the
+//! same allowlist as tapir (which holds the few calls it makes: `recvmsg`, `socket`, `bind`,
+//! `sendmsg`, `close`, `exit_group`).
 
 pub mod seccomp;
 
@@ -85,6 +92,19 @@ pub enum Error {
 
 fn step(step: &'static str) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Sandbox { step, source }
+}
+
+/// Confine a helper process (the socket broker) as `cfg` asks: every capability dropped with
+/// `--enable-sandbox`, the allowlist with `--enable-seccomp`. Runs in the helper.
+pub fn confine_helper(cfg: &Config) -> io::Result<()> {
+    if cfg.enable_sandbox {
+        sys::caps::set_no_new_privs()?;
+        sys::caps::restrict_to(0)?;
+    }
+    if cfg.enable_seccomp {
+        seccomp::install().map_err(io::Error::other)?;
+    }
+    Ok(())
 }
 
 /// Apply the isolation `cfg` asks for. `target_pid` is the process whose user namespace an

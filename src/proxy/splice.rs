@@ -375,3 +375,90 @@ pub fn on_inbound(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A connected loopback pair: (client, accepted), the accepted side non-blocking.
+    fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        (c, s)
+    }
+
+    /// Pump until the direction has shut its destination (or `limit` rounds pass).
+    fn pump_to_end(d: &mut Dir, src: &TcpStream, dst: &TcpStream) -> Result<u64, Errno> {
+        let mut moved = 0;
+        for _ in 0..100_000 {
+            d.pump(src, dst, &mut moved)?;
+            if d.shut {
+                return Ok(moved);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        panic!("the relay never finished ({moved} bytes moved)");
+    }
+
+    #[test]
+    fn relays_every_byte_then_shuts_down_the_destination() {
+        let (mut writer, src) = pair();
+        let (dst_client, mut reader) = pair();
+        dst_client.set_nonblocking(true).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = data.clone();
+        let w = std::thread::spawn(move || {
+            writer.write_all(&data).unwrap();
+            writer.shutdown(std::net::Shutdown::Write).unwrap();
+            writer
+        });
+        reader.set_nonblocking(false).unwrap();
+        let r = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut d = Dir::new(false).unwrap();
+        let moved = pump_to_end(&mut d, &src, &dst_client).unwrap();
+        assert_eq!(moved, expected.len() as u64);
+        assert!(d.eof && d.shut && d.queued == 0);
+        // The destination saw end of file after the last byte.
+        assert!(r.join().unwrap() == expected);
+        drop(w.join().unwrap());
+    }
+
+    #[test]
+    fn a_reset_source_is_an_error() {
+        let (writer, src) = pair();
+        let (dst_client, _reader) = pair();
+        sys::net::set_linger_zero(&writer).unwrap();
+        drop(writer);
+        let mut d = Dir::new(false).unwrap();
+        let mut moved = 0;
+        let mut result = Ok(Pumped::Idle);
+        for _ in 0..1000 {
+            result = d.pump(&src, &dst_client, &mut moved);
+            if result.is_err() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(result, Err(Errno::ECONNRESET));
+        assert!(!d.shut, "a reset must not look like an orderly end of file");
+    }
+
+    #[test]
+    fn big_pipes_are_bounded() {
+        // No other test claims big pipes, so all of them are free here.
+        let claims: Vec<_> = std::iter::from_fn(BigPipes::claim).take(100).collect();
+        assert_eq!(claims.len(), BIG_PIPE_FLOWS);
+        assert!(BigPipes::claim().is_none());
+        drop(claims);
+        assert_eq!(BIG_PIPES_IN_USE.load(Ordering::Relaxed), 0);
+        assert!(BigPipes::claim().is_some());
+    }
+}
