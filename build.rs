@@ -7,12 +7,13 @@
 //!
 //! 1. picks the file for the *target* architecture (`CARGO_CFG_TARGET_ARCH`, so cross builds
 //!    get the right syscall numbers);
-//! 2. checks the house rules seccompiler does not: exactly one filter, named `main`; default
+//! 2. checks the house rules seccompiler does not: exactly the filters `main` (tapir) and
+//!    `broker` (the socket broker of `--splice-forwards`), each with default
 //!    action `kill_process`; every rule has a non-empty comment; a syscall appears more than
 //!    once only as alternative argument filters;
 //! 3. compiles it with seccompiler (which also rejects syscall names unknown for that
-//!    architecture) and writes `OUT_DIR/seccomp_main.bpf` (the `sock_filter` array, 8 bytes per
-//!    instruction, little-endian) and `OUT_DIR/seccomp_meta.rs` (architecture and syscall names),
+//!    architecture) and writes `OUT_DIR/seccomp_<filter>.bpf` (the `sock_filter` array, 8 bytes
+//!    per instruction, little-endian) and `OUT_DIR/seccomp_meta.rs` (architecture, syscall names),
 //!    which `src/isolation/seccomp.rs` includes.
 //!
 //! Architectures without a file get an empty program; `--enable-seccomp` then fails at run time
@@ -29,36 +30,54 @@ fn fail(msg: String) -> ! {
     panic!("sandbox/seccomp: {msg}");
 }
 
-/// Check the house rules; return the syscall names in file order.
-fn validate(path: &Path, text: &str) -> Vec<String> {
+/// The filters every file holds: tapir's own thread, and the socket broker process of
+/// `--splice-forwards` (`src/sys/nsbroker.rs`).
+const FILTERS: [&str; 2] = ["main", "broker"];
+
+/// Check the house rules; return the syscall names of each filter (in [`FILTERS`] order), each
+/// in file order.
+fn validate(path: &Path, text: &str) -> Vec<Vec<String>> {
     let v: serde_json::Value = serde_json::from_str(text)
         .unwrap_or_else(|e| fail(format!("{}: invalid JSON: {e}", path.display())));
     let obj = v
         .as_object()
         .unwrap_or_else(|| fail(format!("{}: top level must be an object", path.display())));
-    let names: Vec<&String> = obj.keys().collect();
-    if names != ["main"] {
+    let mut names: Vec<&str> = obj.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    let mut expected = FILTERS.to_vec();
+    expected.sort_unstable();
+    if names != expected {
         fail(format!(
-            "{}: exactly one filter, \"main\", is expected (tapir is single-threaded); found {names:?}",
+            "{}: exactly the filters {FILTERS:?} are expected (one per process kind; tapir is \
+             single-threaded); found {names:?}",
             path.display()
         ));
     }
-    let main = &obj["main"];
-    if main["mismatch_action"] != "kill_process" {
+    FILTERS
+        .iter()
+        .map(|f| validate_filter(path, f, &obj[*f]))
+        .collect()
+}
+
+/// The house rules for one filter; its syscall names in file order.
+fn validate_filter(path: &Path, name: &str, filter: &serde_json::Value) -> Vec<String> {
+    let path = PathBuf::from(format!("{} ({name})", path.display()));
+    let path = path.as_path();
+    if filter["mismatch_action"] != "kill_process" {
         fail(format!(
-            "{}: main.mismatch_action must be \"kill_process\"",
+            "{}: mismatch_action must be \"kill_process\"",
             path.display()
         ));
     }
-    if main["match_action"] != "allow" {
+    if filter["match_action"] != "allow" {
         fail(format!(
-            "{}: main.match_action must be \"allow\"",
+            "{}: match_action must be \"allow\"",
             path.display()
         ));
     }
-    let rules = main["filter"]
+    let rules = filter["filter"]
         .as_array()
-        .unwrap_or_else(|| fail(format!("{}: main.filter must be an array", path.display())));
+        .unwrap_or_else(|| fail(format!("{}: filter must be an array", path.display())));
     // Several entries for one syscall are alternatives (OR), each with its own argument filter;
     // an entry without arguments would make the others pointless.
     let mut unfiltered = BTreeSet::new();
@@ -93,8 +112,9 @@ fn validate(path: &Path, text: &str) -> Vec<String> {
     order
 }
 
-/// Validate and compile one file; return the program bytes and the syscall names.
-fn compile(path: &Path, arch: &str) -> (Vec<u8>, Vec<String>) {
+/// Validate and compile one file; return each filter's program bytes and syscall names, in
+/// [`FILTERS`] order.
+fn compile(path: &Path, arch: &str) -> Vec<(Vec<u8>, Vec<String>)> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| fail(format!("cannot read {}: {e}", path.display())));
     let names = validate(path, &text);
@@ -102,17 +122,23 @@ fn compile(path: &Path, arch: &str) -> (Vec<u8>, Vec<String>) {
         seccompiler::TargetArch::try_from(arch).unwrap_or_else(|e| fail(format!("{arch}: {e:?}")));
     let map = seccompiler::compile_from_json(text.as_bytes(), target)
         .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
-    let prog = map
-        .get("main")
-        .unwrap_or_else(|| fail("no \"main\" filter compiled".into()));
-    let mut bytes = Vec::with_capacity(prog.len() * 8);
-    for ins in prog {
-        bytes.extend_from_slice(&ins.code.to_le_bytes());
-        bytes.push(ins.jt);
-        bytes.push(ins.jf);
-        bytes.extend_from_slice(&ins.k.to_le_bytes());
-    }
-    (bytes, names)
+    FILTERS
+        .iter()
+        .zip(names)
+        .map(|(f, names)| {
+            let prog = map
+                .get(*f)
+                .unwrap_or_else(|| fail(format!("no {f:?} filter compiled")));
+            let mut bytes = Vec::with_capacity(prog.len() * 8);
+            for ins in prog {
+                bytes.extend_from_slice(&ins.code.to_le_bytes());
+                bytes.push(ins.jt);
+                bytes.push(ins.jf);
+                bytes.extend_from_slice(&ins.k.to_le_bytes());
+            }
+            (bytes, names)
+        })
+        .collect()
 }
 
 fn main() {
@@ -120,7 +146,6 @@ fn main() {
     println!("cargo:rerun-if-changed=sandbox/seccomp");
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let bpf_path = out.join("seccomp_main.bpf");
     let meta_path = out.join("seccomp_meta.rs");
 
     // Every file is checked and compiled for its own architecture on every build, so a rule
@@ -131,23 +156,34 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
         compiled.push((a, compile(&path, a)));
     }
-    let (program, names): (Vec<u8>, Vec<String>) =
+    let filters: Vec<(Vec<u8>, Vec<String>)> =
         if let Some((_, c)) = compiled.into_iter().find(|(a, _)| *a == arch) {
             c
         } else {
             println!(
             "cargo:warning=no seccomp allowlist for {arch}; --enable-seccomp will fail at run time"
         );
-            (Vec::new(), Vec::new())
+            FILTERS.iter().map(|_| (Vec::new(), Vec::new())).collect()
         };
 
-    std::fs::write(&bpf_path, program)
-        .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", bpf_path.display())));
     let mut meta = String::new();
-    let _ = writeln!(meta, "/// Architecture the filter was compiled for.");
+    let _ = writeln!(meta, "/// Architecture the filters were compiled for.");
     let _ = writeln!(meta, "pub const ARCH: &str = {arch:?};");
-    let _ = writeln!(meta, "/// Allowed syscalls (each once), in file order.");
-    let _ = writeln!(meta, "pub const SYSCALLS: &[&str] = &{names:?};");
+    for (f, (program, names)) in FILTERS.iter().zip(filters) {
+        let bpf_path = out.join(format!("seccomp_{f}.bpf"));
+        std::fs::write(&bpf_path, program)
+            .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", bpf_path.display())));
+        let konst = if *f == "main" {
+            "SYSCALLS".to_owned()
+        } else {
+            format!("{}_SYSCALLS", f.to_uppercase())
+        };
+        let _ = writeln!(
+            meta,
+            "/// Syscalls the {f:?} filter allows (each once), in file order."
+        );
+        let _ = writeln!(meta, "pub const {konst}: &[&str] = &{names:?};");
+    }
     std::fs::write(&meta_path, meta)
         .unwrap_or_else(|e| fail(format!("cannot write {}: {e}", meta_path.display())));
 }

@@ -46,9 +46,9 @@
 //! The socket broker of `--splice-forwards` ([`crate::sys::nsbroker`]) is a second process,
 //! inside the container's namespaces, with a filesystem view it never uses. [`confine_helper`]
 //! confines it as far as it can be without a mount namespace of its own: with `--enable-sandbox`
-//! no capability at all (it binds port 0 only) and `NO_NEW_PRIVS`; with `--enable-seccomp` the
-//! same allowlist as tapir (which holds the few calls it makes: `recvmsg`, `socket`, `bind`,
-//! `sendmsg`, `close`, `exit_group`).
+//! no capability at all (it binds port 0 only) and `NO_NEW_PRIVS`; with `--enable-seccomp` its
+//! own allowlist, the `broker` filter of the same file (`recvmsg`, `socket`, `bind`, `sendmsg`,
+//! `close`, `exit_group` and malloc's calls).
 
 pub mod seccomp;
 
@@ -102,7 +102,7 @@ pub fn confine_helper(cfg: &Config) -> io::Result<()> {
         sys::caps::restrict_to(0)?;
     }
     if cfg.enable_seccomp {
-        seccomp::install().map_err(io::Error::other)?;
+        seccomp::install_broker().map_err(io::Error::other)?;
     }
     Ok(())
 }

@@ -23,13 +23,15 @@ use seccompiler::sock_filter;
 
 /// The compiled program (`sock_filter` array, little-endian), written by `build.rs`.
 const PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_main.bpf"));
+/// The socket broker's program (the `broker` filter of the same file).
+const BROKER_PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_broker.bpf"));
 
 /// What `build.rs` compiled: the architecture and the allowed syscall names.
 mod meta {
     include!(concat!(env!("OUT_DIR"), "/seccomp_meta.rs"));
 }
 
-pub use meta::{ARCH, SYSCALLS};
+pub use meta::{ARCH, BROKER_SYSCALLS, SYSCALLS};
 
 /// Size of one BPF instruction (`struct sock_filter`).
 const INSTRUCTION_BYTES: usize = 8;
@@ -51,7 +53,11 @@ pub enum Error {
 
 /// The BPF program, decoded from its build-time bytes.
 pub fn program() -> Vec<sock_filter> {
-    PROGRAM
+    decode(PROGRAM)
+}
+
+fn decode(bytes: &[u8]) -> Vec<sock_filter> {
+    bytes
         .chunks_exact(INSTRUCTION_BYTES)
         .map(|c| sock_filter {
             code: u16::from_le_bytes([c[0], c[1]]),
@@ -64,12 +70,21 @@ pub fn program() -> Vec<sock_filter> {
 
 /// Install the allowlist for every thread. Returns the number of allowed syscalls.
 pub fn install() -> Result<usize, Error> {
-    let prog = program();
+    install_program(&program())?;
+    Ok(SYSCALLS.len())
+}
+
+/// Install the socket broker's allowlist (in the broker process).
+pub fn install_broker() -> Result<usize, Error> {
+    install_program(&decode(BROKER_PROGRAM))?;
+    Ok(BROKER_SYSCALLS.len())
+}
+
+fn install_program(prog: &[sock_filter]) -> Result<(), Error> {
     if prog.is_empty() {
         return Err(Error::Unsupported);
     }
-    seccompiler::apply_filter_all_threads(&prog).map_err(Error::Install)?;
-    Ok(SYSCALLS.len())
+    seccompiler::apply_filter_all_threads(prog).map_err(Error::Install)
 }
 
 #[cfg(test)]
@@ -97,32 +112,56 @@ mod tests {
     #[test]
     fn every_rule_is_commented_and_meta_matches_the_file() {
         let v = allowlist_json();
-        let rules = v["main"]["filter"].as_array().unwrap();
-        let mut names: Vec<&str> = Vec::new();
-        for r in rules {
-            let n = r["syscall"].as_str().unwrap();
-            if !names.contains(&n) {
-                names.push(n);
+        for (filter, meta) in [("main", SYSCALLS), ("broker", BROKER_SYSCALLS)] {
+            let rules = v[filter]["filter"].as_array().unwrap();
+            let mut names: Vec<&str> = Vec::new();
+            for r in rules {
+                let n = r["syscall"].as_str().unwrap();
+                if !names.contains(&n) {
+                    names.push(n);
+                }
             }
-        }
-        assert_eq!(names, SYSCALLS);
-        for r in rules {
-            assert!(
-                r["comment"].as_str().is_some_and(|c| c.len() > 10),
-                "{r}: needs a comment naming its caller"
-            );
+            assert_eq!(names, meta, "{filter}");
+            for r in rules {
+                assert!(
+                    r["comment"].as_str().is_some_and(|c| c.len() > 10),
+                    "{r}: needs a comment naming its caller"
+                );
+            }
         }
     }
 
-    /// (syscall, args) of every entry of `sandbox/seccomp/<arch>.json`, comments dropped.
+    #[test]
+    fn the_broker_filter_is_compiled_and_small() {
+        let prog = decode(BROKER_PROGRAM);
+        assert!(prog.len() > BROKER_SYSCALLS.len());
+        assert!(prog
+            .iter()
+            .any(|i| i.code == 0x06 && i.k == libc::SECCOMP_RET_KILL_PROCESS));
+        // The broker needs far less than tapir: no epoll, no tap I/O, no files.
+        assert!(BROKER_SYSCALLS.len() < SYSCALLS.len() / 2);
+        for name in [
+            "openat",
+            "connect",
+            "ioctl",
+            "epoll_wait",
+            "write",
+            "kill",
+            "unlink",
+        ] {
+            assert!(!BROKER_SYSCALLS.contains(&name), "{name}");
+        }
+    }
+
+    /// (syscall, args) of every entry of `sandbox/seccomp/<arch>.json`, the `main` filter's then
+    /// the `broker` filter's, comments dropped.
     fn entries(arch: &str) -> Vec<(String, serde_json::Value)> {
         let path = format!("{}/sandbox/seccomp/{arch}.json", env!("CARGO_MANIFEST_DIR"));
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        v["main"]["filter"]
-            .as_array()
-            .unwrap()
+        ["main", "broker"]
             .iter()
+            .flat_map(|f| v[*f]["filter"].as_array().unwrap().clone())
             .map(|r| {
                 let mut args = r["args"].clone();
                 if let Some(a) = args.as_array_mut() {
@@ -199,6 +238,10 @@ mod tests {
             "seccomp",
         ] {
             assert!(!SYSCALLS.contains(&name), "{name} must not be allowed");
+            assert!(
+                !BROKER_SYSCALLS.contains(&name),
+                "{name} must not be allowed"
+            );
         }
     }
 }
