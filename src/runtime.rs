@@ -481,6 +481,9 @@ impl<'c> Runtime<'c> {
         if dirty {
             self.stack.poll(now);
         }
+        if let Some(due) = self.proxy.take_timer_due() {
+            self.next_expiry_ms = self.next_expiry_ms.min(due);
+        }
         if now_ms >= self.next_expiry_ms {
             self.next_expiry_ms = self
                 .proxy

@@ -157,6 +157,9 @@ pub struct Proxy {
     pending_splices: Vec<FlowId>,
     /// Socket factory inside the guest's namespace (`--splice-forwards`).
     broker: Option<sys::nsbroker::Broker>,
+    /// When [`Proxy::on_timer`] must run next at the latest, if sooner than it said last time
+    /// (a spliced connect's deadline).
+    timer_due_ms: Option<u64>,
 }
 
 /// Flows listed by `get_info` at most (bounds the reply; the API caps nothing else).
@@ -214,6 +217,7 @@ impl Proxy {
             pending_forwards: Vec::new(),
             pending_splices: Vec::new(),
             broker,
+            timer_due_ms: None,
         }
     }
 
@@ -430,7 +434,12 @@ impl Proxy {
                                 None => Some(stream),
                             };
                             self.broker = broker;
-                            let Some(back) = spliced else { continue };
+                            let Some(back) = spliced else {
+                                let due = now_ms + splice::CONNECT_TIMEOUT_MS;
+                                self.timer_due_ms =
+                                    Some(self.timer_due_ms.map_or(due, |t| t.min(due)));
+                                continue;
+                            };
                             stream = back;
                             let (mut env, table, flows, _) = self.env(now_ms);
                             tcp::on_inbound(
@@ -543,7 +552,14 @@ impl Proxy {
         env.stack_dirty || forwards_pending
     }
 
-    /// Expire idle UDP and ICMP flows. Returns the next time (ms) this wants to run.
+    /// A deadline set since the last [`Proxy::on_timer`] that may be sooner than the time it
+    /// returned (taken: the runtime folds it into its timer).
+    pub fn take_timer_due(&mut self) -> Option<u64> {
+        self.timer_due_ms.take()
+    }
+
+    /// Expire idle UDP and ICMP flows and spliced connects that took too long. Returns the next
+    /// time (ms) this wants to run.
     pub fn on_timer(&mut self, now_ms: u64) -> Option<u64> {
         let sessions = self.sessions.expire(now_ms);
         let (_, table, flows, graveyard) = self.env(now_ms);
