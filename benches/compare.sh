@@ -8,6 +8,7 @@
 # namespace (`unshare -nm` as root, `unshare -rnm` otherwise) with only `lo` up; the servers
 # listen on its 127.0.0.1, the guest is a nested network namespace, and the helper maps the
 # guest's 10.0.2.2 to that loopback. Nothing is sent outside namespaces this script creates.
+# Tapir runs also time a port forward through a second tapir started with --splice-forwards.
 # See benches/README.md for the workloads, the exact commands and how to read the output.
 set -euo pipefail
 
@@ -26,24 +27,26 @@ export SLIRP4NETNS=${SLIRP4NETNS:-slirp4netns}
 export PASTA=${PASTA:-pasta}
 export READY_SAMPLES=${READY_SAMPLES:-9} # launches timed per run for launch -> ready (median)
 export LATENCY_TOOL=${LATENCY_TOOL:-auto} # auto (sockperf if installed) | sockperf | python3
+export FWD_SPLICE=${FWD_SPLICE:-1} # 1: tapir runs also measure a --splice-forwards port forward
 
 # Ports, all inside the private host namespace (or the guest's namespace for P_GUEST).
 P_G2H=5201       # host iperf3 server, guest -> host
 P_H2G=5202       # host iperf3 server, host -> guest (client in the guest with -R)
 P_FWD=15201      # host port forwarded to the guest
+P_FWD_SPLICE=15202 # host port forwarded by the second tapir (--splice-forwards)
 P_GUEST=5201     # guest iperf3 server behind the forward
 P_LAT=11111      # host sockperf (or pingpong.py) server
 P_HTTP=18080     # host nginx
 GATEWAY=10.0.2.2 # guest's view of the host's 127.0.0.1
 
 CLIENT_TIMEOUT=$((DURATION + 20))
-RUN_TIMEOUT=$((5 * (DURATION + 25) + 60))
+RUN_TIMEOUT=$((6 * (DURATION + 25) + 90))
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 now_us() { local t=${EPOCHREALTIME/[.,]/}; echo "$t"; }
 
 usage() {
-    sed -n '2,11p' "$SELF" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$SELF" | sed 's/^# \{0,1\}//'
     exit 0
 }
 
@@ -57,10 +60,36 @@ MF=""       # per-run metrics, one JSON object per line
 GUEST=""    # pid of the guest's `sleep`, whose netns is the guest
 HELPER=""   # pid of the stack process (tapir / slirp4netns / pasta)
 PIDS=()     # servers to stop
+HELPERS=()  # every helper started in this run (cleanup stops them all)
+GUESTS=()   # every guest started in this run
 
 cpu_ticks() { # utime+stime of the helper, in clock ticks (empty if it is gone)
     local st
     if helper_alive && read -r -a st <"/proc/$HELPER/stat"; then echo $((st[13] + st[14])); fi
+}
+tree_ticks() { # utime+stime of the helper and its live children (tapir's socket broker)
+    local st p sum
+    helper_alive || return 0
+    read -r -a st 2>/dev/null <"/proc/$HELPER/stat" || return 0
+    sum=$((st[13] + st[14]))
+    for p in $(ps -o pid= --ppid "$HELPER" 2>/dev/null || true); do
+        if read -r -a st 2>/dev/null <"/proc/$p/stat"; then sum=$((sum + st[13] + st[14])); fi
+    done
+    echo "$sum"
+}
+# Helper CPU during an iperf3 workload, as % of a core and per Gbit/s of that workload.
+record_cpu() { # PREFIX BPS_METRIC TICKS_BEFORE TICKS_AFTER
+    local pct bps
+    [[ -n $3 && -n $4 ]] || return 0
+    pct=$(awk -v t="$(($4 - $3))" -v hz="$(getconf CLK_TCK)" -v d="$DURATION" \
+        'BEGIN { printf "%.1f", 100 * t / hz / d }')
+    record "${1}_cpu_pct" "$pct" ok procfs \
+        "utime+stime of pid $HELPER and its children during $2, over ${DURATION} s"
+    bps=$(jq -r --arg m "$2" 'select(.metric == $m and .status == "ok") | .value' "$MF" | tail -1)
+    if [[ -n $bps ]] && awk -v b="$bps" 'BEGIN { exit !(b > 0) }'; then
+        record "${1}_cpu_per_gbps" "$(awk -v p="$pct" -v b="$bps" 'BEGIN { printf "%.2f", p / (b / 1e9) }')" \
+            ok procfs "${1}_cpu_pct / ($2 in Gbit/s), same run"
+    fi
 }
 record() { # METRIC VALUE STATUS TOOL COMMAND [NOTE]
     jq -cn --arg m "$1" --arg v "$2" --arg s "$3" --arg t "$4" --arg c "$5" --arg n "${6:-}" \
@@ -84,7 +113,7 @@ stop_bg() {
 
 NO_SERVER=""  # set when the server of the current workload did not start listening
 
-wait_listen() { # PORT [guest]
+wait_listen() { # PORT [guest]   (the guest is $GUEST)
     local i out
     for ((i = 0; i < 100; i++)); do
         if [[ ${2:-} == guest ]]; then
@@ -111,18 +140,21 @@ proc_kib() { # FIELD -> kB value from /proc/HELPER/status
     awk -v f="$1:" '$1 == f { print $2 }' "/proc/$HELPER/status" 2>/dev/null || true
 }
 
+stop_helper() { # PID: SIGTERM, SIGKILL after 2 s
+    kill -TERM "$1" 2>/dev/null || return 0
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$1" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
 cleanup_run() {
     set +e
-    if [[ -n $HELPER ]]; then
-        kill -TERM "$HELPER" 2>/dev/null
-        for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$HELPER" 2>/dev/null || break; sleep 0.2; done
-        kill -KILL "$HELPER" 2>/dev/null
-    fi
+    for p in "${HELPERS[@]}"; do stop_helper "$p"; done
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    [[ -n $GUEST ]] && kill -KILL "$GUEST" 2>/dev/null
+    for p in "${GUESTS[@]}"; do kill -KILL "$p" 2>/dev/null; done
     wait 2>/dev/null
     if [[ -n $W ]]; then
-        umount "$W/guest.netns" 2>/dev/null
+        umount "$W/guest.netns" "$W/guest-splice.netns" 2>/dev/null
         rm -rf "$W"
     fi
 }
@@ -216,6 +248,7 @@ start_helper() { # IMPL MTU -> sets HELPER, records ready_ms
         t0=$(now_us)
         "$bin" "${argv[@]}" 3>"$W/ready" >"$OUT/helper.log" 2>&1 &
         HELPER=$!
+        HELPERS+=("$HELPER")
         if read -r -N1 -t 20 byte <"$W/ready" && [[ $byte == 1 ]]; then
             t1=$(now_us)
             samples+=($((t1 - t0)))
@@ -251,9 +284,76 @@ start_helper() { # IMPL MTU -> sets HELPER, records ready_ms
         for ((i = 0; i < 40; i++)); do [[ -s $W/pasta.pid ]] && break; sleep 0.05; done
         HELPER=$(cat "$W/pasta.pid" 2>/dev/null || true)
         [[ -n $HELPER ]] || { record ready_ms "" error pasta "$cmd" "no pid file"; return 1; }
+        HELPERS+=("$HELPER")
         ;;
     esac
     record ready_ms "$(((t1 - t0) / 1000)).$(printf '%03d' $(((t1 - t0) % 1000)))" ok "ready" "$cmd"
+}
+
+start_guest() { # NETNS_FILE -> sets GUEST
+    local i
+    touch "$1"
+    unshare --net="$1" sleep infinity &
+    GUEST=$!
+    GUESTS+=("$GUEST")
+    for ((i = 0; i < 100; i++)); do
+        [[ $(cat "/proc/$GUEST/comm" 2>/dev/null) == sleep ]] && break
+        sleep 0.02
+    done
+}
+
+# The spliced port forward (tapir only): a second tapir, started with --splice-forwards, on a
+# second guest in the same host namespace, for this one workload; the run's own tapir is idle
+# meanwhile and its metrics are not affected. HELPER and GUEST are shadowed here, so that
+# measure_iperf, wait_listen and tree_ticks look at the second pair.
+fwd_splice() { # MTU
+    local mtu=$1 byte resp req info spliced t0 t1 cmd
+    local HELPER="" GUEST=""
+    local argv=(--configure "--mtu=$mtu" --api-socket "$W/api-splice.sock" --ready-fd=3 --splice-forwards)
+    start_guest "$W/guest-splice.netns"
+    cmd="host\$ tapir ${argv[*]} $GUEST tap0 3>FIFO"
+    mkfifo "$W/ready-splice"
+    "$TAPIR" "${argv[@]}" "$GUEST" tap0 3>"$W/ready-splice" >"$OUT/helper-splice.log" 2>&1 &
+    HELPER=$!
+    HELPERS+=("$HELPER")
+    if ! { read -r -N1 -t 20 byte <"$W/ready-splice" && [[ $byte == 1 ]]; }; then
+        record fwd_splice_bps "" error ready-fd "$cmd" "no ready byte within 20 s (see helper-splice.log)"
+        return 0
+    fi
+    req='{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":'$P_FWD_SPLICE',"guest_port":'$P_GUEST'}}'
+    resp=$(api_call "$W/api-splice.sock" "$req" 2>&1 || true)
+    echo "$req -> $resp" >"$OUT/api-splice.log"
+    if [[ $resp == *[Tt]imeout* || $resp == *"timed out"* ]]; then
+        record fwd_splice_bps 0 stall api "add_hostfwd $req" "API did not answer: $resp"
+    elif [[ $resp != *'"return"'* ]]; then
+        record fwd_splice_bps "" error api "add_hostfwd $req" "API answered: $resp"
+    else
+        nsenter -t "$GUEST" -n -- iperf3 -s -1 -p "$P_GUEST" >>"$OUT/iperf3-server-fwd-splice.log" 2>&1 &
+        PIDS+=($!)
+        wait_listen "$P_GUEST" guest || true
+        t0=$(tree_ticks)
+        measure_iperf fwd_splice_bps host iperf3 -c 127.0.0.1 -p "$P_FWD_SPLICE" -t "$DURATION" -J --connect-timeout 5000
+        t1=$(tree_ticks)
+        stop_bg
+        # Did the connections take the splice path? (It falls back to the stack silently.)
+        info=$(api_call "$W/api-splice.sock" '{"execute":"get_info"}' 2>&1 || true)
+        echo "get_info -> $info" >>"$OUT/api-splice.log"
+        spliced=$(jq -r '.return.flows_created.tcp_spliced // empty' <<<"$info" 2>/dev/null || true)
+        record fwd_splice_flows "${spliced:-}" "$([[ -n $spliced ]] && echo ok || echo error)" api \
+            "get_info .return.flows_created.tcp_spliced" "TCP flows that took the splice path"
+        if [[ $spliced == 0 ]]; then
+            # Relabel the throughput: it went through the stack, not the splice path.
+            jq -c 'if .metric == "fwd_splice_bps" and .status == "ok" then .status = "error"
+                   | .note = "not spliced (flows_created.tcp_spliced = 0), measured \(.value)" | .value = null
+                   else . end' "$MF" >"$MF.tmp" && mv "$MF.tmp" "$MF"
+        else
+            record_cpu fwd_splice fwd_splice_bps "$t0" "$t1"
+        fi
+    fi
+    stop_helper "$HELPER"
+    kill -KILL "$GUEST" 2>/dev/null || true
+    wait "$GUEST" 2>/dev/null || true
+    umount "$W/guest-splice.netns" 2>/dev/null || true
 }
 
 write_nginx_conf() {
@@ -279,7 +379,7 @@ EOF
 }
 
 run_one() {
-    local impl=$1 mtu=$2 round=$3 resp i
+    local impl=$1 mtu=$2 round=$3 resp cpu0 cpu1
     OUT=$4
     MF="$OUT/metrics.jsonl"
     : >"$MF"
@@ -292,12 +392,7 @@ run_one() {
     # The guest: a sleeping process in a new network namespace, also bind-mounted to a file
     # (pasta attaches by path; tapir and slirp4netns attach by PID).
     touch "$W/guest.netns"
-    unshare --net="$W/guest.netns" sleep infinity &
-    GUEST=$!
-    for ((i = 0; i < 100; i++)); do
-        [[ $(cat "/proc/$GUEST/comm" 2>/dev/null) == sleep ]] && break
-        sleep 0.02
-    done
+    start_guest "$W/guest.netns"
 
     start_helper "$impl" "$mtu" || exit 0
 
@@ -331,8 +426,11 @@ run_one() {
         nsenter -t "$GUEST" -n -- iperf3 -s -1 -p "$P_GUEST" >>"$OUT/iperf3-server-fwd.log" 2>&1 &
         PIDS+=($!)
         wait_listen "$P_GUEST" guest || true
+        cpu0=$(tree_ticks)
         measure_iperf fwd_bps host iperf3 -c 127.0.0.1 -p "$P_FWD" -t "$DURATION" -J --connect-timeout 5000
+        cpu1=$(tree_ticks)
         stop_bg
+        record_cpu fwd fwd_bps "$cpu0" "$cpu1"
     elif [[ $resp == *[Tt]imeout* || $resp == *"timed out"* ]]; then
         record fwd_bps 0 stall api "add_hostfwd $req" "API did not answer: $resp"
     else
@@ -340,8 +438,13 @@ run_one() {
     fi
     hwm_mark fwd
 
+    # The same through a second tapir with --splice-forwards (tapir runs only).
+    if [[ $impl == tapir && $FWD_SPLICE == 1 ]]; then
+        fwd_splice "$mtu"
+    fi
+
     # TCP request/response latency (full round trip), and what the helper spent on it.
-    local avg p50 cmd tool cpu0 cpu1
+    local avg p50 cmd tool
     cpu0=$(cpu_ticks)
     if [[ $LATENCY_TOOL == sockperf || ($LATENCY_TOOL == auto && -n $(command -v sockperf)) ]]; then
         tool=sockperf
@@ -433,6 +536,7 @@ for tool in unshare nsenter ip ss jq iperf3 timeout awk mkfifo; do
 done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (seconds)"
+[[ $FWD_SPLICE == [01] ]] || die "FWD_SPLICE must be 0 or 1"
 
 if [[ $(id -u) == 0 ]]; then
     OUTER=(unshare -nm)
@@ -497,7 +601,7 @@ on_signal() {
 }
 trap on_signal INT TERM
 
-COMMAND="$(for v in ROUNDS DURATION MTUS IMPLS READY_SAMPLES LATENCY_TOOL; do printf "%s='%s' " "$v" "${!v}"; done)benches/compare.sh"
+COMMAND="$(for v in ROUNDS DURATION MTUS IMPLS READY_SAMPLES LATENCY_TOOL FWD_SPLICE; do printf "%s='%s' " "$v" "${!v}"; done)benches/compare.sh"
 START=$(date +%s)
 {
     echo "results: $RESULTS"
@@ -556,7 +660,7 @@ summary() {
         echo
         echo "#### MTU $mtu (median of $ROUNDS rounds, ${DURATION} s per workload)"
         echo
-        jq -rs --argjson mtu "$mtu" --arg impls "${RUN_IMPLS[*]}" '
+        jq -rs --argjson mtu "$mtu" --arg impls "${RUN_IMPLS[*]}" --arg splice "$FWD_SPLICE" '
           def median: sort | if length == 0 then null
             elif length % 2 == 1 then .[(length - 1) / 2]
             else (.[length / 2 - 1] + .[length / 2]) / 2 end;
@@ -569,9 +673,24 @@ summary() {
           def ratio(a; b): if a == null or b == null or b == 0 then "n/a" else (a / b) | fmt(2) end;
           ($impls | split(" ")) as $impls
           | map(select(.mtu == $mtu)) as $runs
-          | [ {k: "g2h_bps", l: "iperf3 guest→host via 10.0.2.2 (Gbit/s, ↑)", s: 1e-9, d: 2},
+          # median over the runs of implementation i that gave a number for metric k
+          | def med($i; $k): [$runs[] | select(.impl == $i) | .metrics[$k]
+                | select(. != null and (.status == "ok" or .status == "stall") and .value != null)
+                | .value] | median;
+          # Rows with "only" are measured for that implementation alone; "vs" names the metric
+          # of the other implementations that their ratio columns divide by.
+          [ [ {k: "g2h_bps", l: "iperf3 guest→host via 10.0.2.2 (Gbit/s, ↑)", s: 1e-9, d: 2},
               {k: "h2g_bps", l: "iperf3 host→guest via 10.0.2.2, -R (Gbit/s, ↑)", s: 1e-9, d: 2},
               {k: "fwd_bps", l: "iperf3 host→guest via port forward (Gbit/s, ↑)", s: 1e-9, d: 2},
+              {k: "fwd_splice_bps", l: "iperf3 host→guest via port forward, tapir `--splice-forwards` (Gbit/s, ↑) ¹",
+               s: 1e-9, d: 2, only: "tapir", vs: "fwd_bps",
+               na: {slirp4netns: "— (no such mode)", pasta: "— (its port forward is spliced)"}},
+              {k: "fwd_cpu_pct", l: "helper CPU during the port forward (% of a core)", s: 1, d: 0},
+              {k: "fwd_splice_cpu_pct", l: "tapir CPU during the spliced port forward (% of a core) ¹",
+               s: 1, d: 0, only: "tapir", vs: "fwd_cpu_pct"},
+              {k: "fwd_cpu_per_gbps", l: "helper CPU per Gbit/s, port forward (% of a core, ↓)", s: 1, d: 1},
+              {k: "fwd_splice_cpu_per_gbps", l: "tapir CPU per Gbit/s, spliced port forward (% of a core, ↓) ¹",
+               s: 1, d: 1, only: "tapir", vs: "fwd_cpu_per_gbps"},
               {k: "rtt_avg_us", l: "TCP ping-pong RTT, mean (µs, ↓)", s: 1, d: 1},
               {k: "rtt_p50_us", l: "TCP ping-pong RTT, median (µs, ↓)", s: 1, d: 1},
               {k: "rtt_cpu_pct", l: "helper CPU during the ping-pong (% of a core)", s: 1, d: 0},
@@ -579,7 +698,8 @@ summary() {
               {k: "ready_ms", l: "launch → ready (ms, ↓)", s: 1, d: 1},
               {k: "rss_idle_kib", l: "idle RSS, ready + 1 s (MiB, ↓)", s: (1 / 1024), d: 1},
               {k: "rss_peak_kib", l: "peak RSS, VmHWM (MiB, ↓)", s: (1 / 1024), d: 1},
-              {k: "cpu_s", l: "helper CPU time, whole run (s)", s: 1, d: 1} ] as $metrics
+              {k: "cpu_s", l: "helper CPU time, whole run (s)", s: 1, d: 1} ][]
+            | select(.only == null or (.only as $o | $impls | index($o)) and $splice == "1") ] as $metrics
           | ($impls | map(select(. != "tapir"))) as $others
           | "| metric | " + ($impls | join(" | ")) + " |"
             + (if ($impls | index("tapir")) then ($others | map(" tapir/\(.) |") | join("")) else "" end),
@@ -592,18 +712,31 @@ summary() {
              | ($impls | map(. as $i
                  | [$runs[] | select(.impl == $i) | .metrics[$m.k]] as $cells
                  | {impl: $i,
-                    med: ([$cells[] | select(. != null and (.status == "ok" or .status == "stall") and .value != null) | .value] | median),
+                    skip: ($m.only != null and $m.only != $i),
+                    med: med($i; $m.k),
                     n: ($runs | map(select(.impl == $i)) | length),
                     stall: ([$cells[] | select(. != null and .status == "stall")] | length),
                     err: ([$cells[] | select(. == null or .status == "error")] | length)})) as $cols
-             | ($cols | map({key: .impl, value: .med}) | from_entries) as $med
              | [$m.l + (if $py then " [python3 ping-pong]" else "" end)]
                + ($cols | map(
-                   (if .med == null then "n/a" else (.med * $m.s | fmt($m.d)) end)
-                   + (if .stall > 0 then " (\(.stall)/\(.n) stalled)" else "" end)
-                   + (if .err > 0 then " (\(.err)/\(.n) failed)" else "" end)))
-               + (if ($impls | index("tapir")) then ($others | map(ratio($med["tapir"]; $med[.]))) else [] end)
-             | "| " + join(" | ") + " |")
+                   if .skip then ($m.na // {})[.impl] // "—"
+                   else (if .med == null then "n/a" else (.med * $m.s | fmt($m.d)) end)
+                     + (if .stall > 0 then " (\(.stall)/\(.n) stalled)" else "" end)
+                     + (if .err > 0 then " (\(.err)/\(.n) failed)" else "" end) end))
+               + (if ($impls | index("tapir")) then
+                    ($others | map(ratio(med("tapir"; $m.k); med(.; $m.vs // $m.k)))) else [] end)
+             | "| " + join(" | ") + " |"),
+            (if ($metrics | map(select(.only != null)) | length) > 0 then
+               "",
+               "¹ tapir started with `--splice-forwards`: a second tapir on a second guest, in the"
+               + " same run right after the port-forward row; loopback clients are relayed with"
+               + " splice(2) to a socket inside the guest'"'"'s namespace, so the guest sees its own"
+               + " address as the client. Its ratio columns divide by the other implementation'"'"'s"
+               + " port-forward row: slirp4netns has no such mode (tapir/slirp4netns is spliced tapir"
+               + " against slirp4netns'"'"'s usual path); pasta splices loopback clients by default, so"
+               + " its port-forward row is already spliced and tapir/pasta is the like-for-like"
+               + " comparison."
+             else empty end)
         ' "$JSONL"
     done
 }
