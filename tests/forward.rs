@@ -156,10 +156,7 @@ fn every_error_string_is_slirp4netns_s() {
 #[test]
 fn add_list_remove_round_trip() {
     let Some(s) = setup(&[]) else { return };
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18201, 8080),
-        r#"{"return":{"id":1}}"#
-    );
+    forward(&s, "127.0.0.1", 18201, 8080, 1);
     // Same port again: slirp4netns's failure string.
     assert_eq!(
         add_tcp(&s.sock, "127.0.0.1", 18201, 8080),
@@ -190,10 +187,7 @@ fn add_list_remove_round_trip() {
         r#"{"error":{"desc":"bad request: remove_hostfwd: bad arguments.id"}}"#
     );
     // Ids are never reused.
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18203, 8080),
-        r#"{"return":{"id":3}}"#
-    );
+    forward(&s, "127.0.0.1", 18203, 8080, 3);
     // rootlesskit's framing: trailing newline; a request split over two writes also works.
     let mut c = UnixStream::connect(&s.sock).unwrap();
     c.write_all(br#"{"execute":"#).unwrap();
@@ -228,10 +222,7 @@ fn tcp_and_udp_forwards_preserve_the_client_address() {
             .status
             .success()
     });
-    assert_eq!(
-        add_tcp(&s.sock, "0.0.0.0", 18204, 8080),
-        r#"{"return":{"id":1}}"#
-    );
+    forward(&s, "0.0.0.0", 18204, 8080, 1);
     let udp = api(
         &s.sock,
         r#"{"execute":"add_hostfwd","arguments":{"proto":"udp","host_addr":"0.0.0.0","host_port":18205,"guest_port":5353}}"#,
@@ -286,10 +277,7 @@ fn tcp_and_udp_forwards_preserve_the_client_address() {
 #[test]
 fn guest_refusal_resets_the_host_client() {
     let Some(s) = setup(&[]) else { return };
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18206, 9),
-        r#"{"return":{"id":1}}"#
-    );
+    forward(&s, "127.0.0.1", 18206, 9, 1);
     let t0 = Instant::now();
     let out = s.host.sh(
         As::Runner,
@@ -823,6 +811,24 @@ impl Check {
     }
 }
 
+/// tapir started with `args`, the checker, and the checker's server in the guest on port 8080.
+/// `None` when the harness skipped (it said why).
+fn start(args: &[&str]) -> Option<(Setup, Check, Bg)> {
+    let s = setup(args)?;
+    let c = Check::new();
+    let srv = c.serve(&s.guest, 8080);
+    Some((s, c, srv))
+}
+
+/// Add a TCP forward `host_addr:host_port` -> guest `guest_port` through the API; it must get
+/// id `id`.
+fn forward(s: &Setup, host_addr: &str, host_port: u16, guest_port: u16, id: u64) {
+    assert_eq!(
+        add_tcp(&s.sock, host_addr, host_port, guest_port),
+        format!(r#"{{"return":{{"id":{id}}}}}"#)
+    );
+}
+
 /// Whether the checker can run (python3 in the host and the guest, `ss` for readiness).
 fn check_tools() -> Option<String> {
     ["python3", "ss"]
@@ -935,18 +941,13 @@ const MIB: usize = 1024 * 1024;
 #[test]
 fn splice_forwards_loopback_clients_to_the_guest_as_itself() {
     require!(check_tools().is_none(), "{}", check_tools().unwrap());
-    let Some(mut s) = setup(&["--splice-forwards"]) else {
+    let Some((mut s, c, _srv)) = start(&["--splice-forwards"]) else {
         return;
     };
-    let c = Check::new();
-    let _srv = c.serve(&s.guest, 8080);
     let v = info(&s.sock);
     assert_eq!(v["splice_forwards"], true, "{v}");
     assert_eq!(v["flows_created"]["tcp_spliced"], 0, "{v}");
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18220, 8080),
-        r#"{"return":{"id":1}}"#
-    );
+    forward(&s, "127.0.0.1", 18220, 8080, 1);
     // 8 MiB each way at once, then 8 MiB each way again on a second connection.
     for seed in [1, 2] {
         let out = c.run(
@@ -967,14 +968,11 @@ fn splice_forwards_loopback_clients_to_the_guest_as_itself() {
 #[test]
 fn without_splice_forwards_loopback_clients_are_the_gateway() {
     require!(check_tools().is_none(), "{}", check_tools().unwrap());
-    let Some(mut s) = setup(&[]) else { return };
-    let c = Check::new();
-    let _srv = c.serve(&s.guest, 8080);
+    let Some((mut s, c, _srv)) = start(&[]) else {
+        return;
+    };
     assert_eq!(info(&s.sock)["splice_forwards"], false);
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18221, 8080),
-        r#"{"return":{"id":1}}"#
-    );
+    forward(&s, "127.0.0.1", 18221, 8080, 1);
     let out = c.run(&s, &format!("client 127.0.0.1 18221 both {MIB} {MIB} 3"));
     assert_eq!(out, "peer 10.0.2.2\nok\n");
     assert_eq!(spliced(&s.sock), 0);
@@ -986,15 +984,10 @@ fn without_splice_forwards_loopback_clients_are_the_gateway() {
 #[test]
 fn spliced_forwards_carry_half_closes_both_ways() {
     require!(check_tools().is_none(), "{}", check_tools().unwrap());
-    let Some(mut s) = setup(&["--splice-forwards"]) else {
+    let Some((mut s, c, _srv)) = start(&["--splice-forwards"]) else {
         return;
     };
-    let c = Check::new();
-    let _srv = c.serve(&s.guest, 8080);
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18222, 8080),
-        r#"{"return":{"id":1}}"#
-    );
+    forward(&s, "127.0.0.1", 18222, 8080, 1);
 
     // The client shuts down its sending side first and still receives everything the server
     // sends after it saw that end of file. Stopped after the greeting, the flow is listed open,
@@ -1083,10 +1076,7 @@ fn spliced_forward_to_a_closed_guest_port_ends_the_client_promptly() {
     };
     let c = Check::new();
     // Nothing listens on 9 in the guest.
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18223, 9),
-        r#"{"return":{"id":1}}"#
-    );
+    forward(&s, "127.0.0.1", 18223, 9, 1);
     let t0 = Instant::now();
     let out = c.run(&s, "probe 127.0.0.1 18223 10");
     let took = t0.elapsed();
@@ -1102,10 +1092,7 @@ fn spliced_forward_to_a_closed_guest_port_ends_the_client_promptly() {
 
     // Still serving, spliced, afterwards.
     let _srv = c.serve(&s.guest, 8080);
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18224, 8080),
-        r#"{"return":{"id":2}}"#
-    );
+    forward(&s, "127.0.0.1", 18224, 8080, 2);
     let out = c.run(&s, "client 127.0.0.1 18224 both 100000 100000 6");
     assert_eq!(out, "peer 10.0.2.100\nok\n");
     assert_eq!(spliced(&s.sock), 2);
@@ -1133,10 +1120,7 @@ fn non_loopback_clients_are_not_spliced() {
     );
     let c = Check::new();
     let _srv = c.serve(&s.guest, 8080);
-    assert_eq!(
-        add_tcp(&s.sock, "0.0.0.0", 18225, 8080),
-        r#"{"return":{"id":1}}"#
-    );
+    forward(&s, "0.0.0.0", 18225, 8080, 1);
     let out = c.run(&s, "client 192.0.2.1 18225 both 300000 300000 7 192.0.2.1");
     assert_eq!(
         out, "peer 192.0.2.1\nok\n",
@@ -1155,11 +1139,9 @@ fn non_loopback_clients_are_not_spliced() {
 #[test]
 fn a_guest_addr_not_in_the_namespace_falls_back_to_the_stack() {
     require!(check_tools().is_none(), "{}", check_tools().unwrap());
-    let Some(mut s) = setup(&["--splice-forwards"]) else {
+    let Some((mut s, c, _srv)) = start(&["--splice-forwards"]) else {
         return;
     };
-    let c = Check::new();
-    let _srv = c.serve(&s.guest, 8080);
     // 10.0.2.101 is in the subnet but not the guest's: the broker cannot bind to it.
     let r = api(
         &s.sock,
@@ -1176,10 +1158,7 @@ fn a_guest_addr_not_in_the_namespace_falls_back_to_the_stack() {
     );
     assert_alive(&mut s);
     // The broker still answers after refusing that address.
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18227, 8080),
-        r#"{"return":{"id":2}}"#
-    );
+    forward(&s, "127.0.0.1", 18227, 8080, 2);
     let out = c.run(&s, "client 127.0.0.1 18227 both 100000 100000 9");
     assert_eq!(out, "peer 10.0.2.100\nok\n");
     assert_eq!(spliced(&s.sock), 1);
@@ -1189,15 +1168,10 @@ fn a_guest_addr_not_in_the_namespace_falls_back_to_the_stack() {
 #[test]
 fn fifty_concurrent_spliced_connections() {
     require!(check_tools().is_none(), "{}", check_tools().unwrap());
-    let Some(mut s) = setup(&["--splice-forwards"]) else {
+    let Some((mut s, c, _srv)) = start(&["--splice-forwards"]) else {
         return;
     };
-    let c = Check::new();
-    let _srv = c.serve(&s.guest, 8080);
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18228, 8080),
-        r#"{"return":{"id":1}}"#
-    );
+    forward(&s, "127.0.0.1", 18228, 8080, 1);
     let fds = s.tapir.fd_count();
     // All 50 are connected end to end before any of them moves data.
     let out = c.run(&s, "multi 127.0.0.1 18228 50 262144 262144");
@@ -1304,10 +1278,7 @@ fn the_socket_broker_is_one_confined_child_that_dies_with_tapir() {
     // The confined broker still makes sockets (no child appears per connection).
     let c = Check::new();
     let _srv = c.serve(&s.guest, 8080);
-    assert_eq!(
-        add_tcp(&s.sock, "127.0.0.1", 18229, 8080),
-        r#"{"return":{"id":1}}"#
-    );
+    forward(&s, "127.0.0.1", 18229, 8080, 1);
     let out = c.run(&s, "client 127.0.0.1 18229 both 100000 100000 10");
     assert_eq!(out, "peer 10.0.2.100\nok\n");
     assert_eq!(spliced(&s.sock), 1);

@@ -36,6 +36,50 @@ fn open_ns(path: &Path) -> Result<File, String> {
     File::open(path).map_err(|e| format!("{}: {}", path.display(), strip_os_error(&e)))
 }
 
+/// The namespace files of a target, opened by the parent (so a missing `/proc/PID` is reported
+/// there), and the socket pair a forked child answers on.
+pub(crate) struct Prepared {
+    user: Option<File>,
+    net: File,
+    parent: OwnedFd,
+    child: OwnedFd,
+}
+
+impl Prepared {
+    /// Open `userns` (if any) and `netns`, make a `SOCK_SEQPACKET` pair.
+    pub fn open(userns: Option<&Path>, netns: &Path) -> Result<Prepared, String> {
+        let user = userns.map(open_ns).transpose()?;
+        let net = open_ns(netns)?;
+        let (parent, child) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("socketpair: {e}"))?;
+        Ok(Prepared {
+            user,
+            net,
+            parent,
+            child,
+        })
+    }
+
+    /// In the child: join the user namespace (errors ignored: joining the one we are in, or the
+    /// initial one as root, fails harmlessly), then the network namespace; close both files.
+    pub fn join(user: Option<File>, net: File) -> nix::Result<()> {
+        if let Some(u) = &user {
+            let _ = setns(u.as_fd(), CloneFlags::CLONE_NEWUSER);
+        }
+        setns(net.as_fd(), CloneFlags::CLONE_NEWNET)
+    }
+
+    /// Split into (user file, net file, the parent's end, the child's end).
+    pub fn into_parts(self) -> (Option<File>, File, OwnedFd, OwnedFd) {
+        (self.user, self.net, self.parent, self.child)
+    }
+}
+
 /// `io::Error`'s Display adds " (os error N)"; slirp4netns prints plain `strerror` text.
 pub fn strip_os_error(e: &std::io::Error) -> String {
     let s = e.to_string();
@@ -51,15 +95,8 @@ pub fn call_in_namespaces<F>(userns: Option<&Path>, netns: &Path, f: F) -> Resul
 where
     F: FnOnce() -> Result<OwnedFd, String>,
 {
-    let user_file = userns.map(open_ns).transpose()?;
-    let net_file = open_ns(netns)?;
-    let (parent_sock, child_sock) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| format!("socketpair: {e}"))?;
+    let (user_file, net_file, parent_sock, child_sock) =
+        Prepared::open(userns, netns)?.into_parts();
 
     // SAFETY: callers guarantee the process is single-threaded (module invariant), so the child
     // may run ordinary Rust code; it leaves only through `_exit`, never returning into the caller.
@@ -67,11 +104,7 @@ where
         ForkResult::Child => {
             drop(parent_sock);
             let result = (|| {
-                if let Some(u) = &user_file {
-                    // EINVAL/EPERM here are expected when already inside (root, or same userns).
-                    let _ = setns(u.as_fd(), CloneFlags::CLONE_NEWUSER);
-                }
-                setns(net_file.as_fd(), CloneFlags::CLONE_NEWNET)
+                Prepared::join(user_file, net_file)
                     .map_err(|e| format!("setns(CLONE_NEWNET): {}", e.desc()))?;
                 f()
             })();

@@ -31,14 +31,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
-use nix::sched::{setns, CloneFlags};
-use nix::sys::socket::{
-    bind, socket, socketpair, AddressFamily, SockFlag, SockType, SockaddrStorage,
-};
+use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrStorage};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use super::netns::{recv_reply, send_reply};
+use super::netns::{recv_reply, send_reply, Prepared};
 
 /// Largest request or answer (tag + IPv6 address).
 const MAX_MESSAGE: usize = 1 + 16;
@@ -49,10 +46,6 @@ pub struct Broker {
     /// Always `Some` until `Drop`, which closes it before reaping the child.
     sock: Option<OwnedFd>,
     child: Pid,
-}
-
-fn open_ns(path: &Path) -> io::Result<File> {
-    File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 fn errno_io(e: nix::errno::Errno) -> io::Error {
@@ -67,15 +60,9 @@ impl Broker {
     where
         F: FnOnce() -> io::Result<()>,
     {
-        let user_file = userns.map(open_ns).transpose()?;
-        let net_file = open_ns(netns)?;
-        let (parent_sock, child_sock) = socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(errno_io)?;
+        let (user_file, net_file, parent_sock, child_sock) = Prepared::open(userns, netns)
+            .map_err(io::Error::other)?
+            .into_parts();
         let parent = nix::unistd::getpid();
         // SAFETY: callers guarantee the process is single-threaded, so the child may run ordinary
         // Rust code; it leaves only through `_exit`, never returning into the caller.
@@ -176,14 +163,9 @@ fn child_main(
     {
         return 1;
     }
-    if let Some(u) = &user_file {
-        // EINVAL/EPERM here are expected when already inside (root, or same userns).
-        let _ = setns(u.as_fd(), CloneFlags::CLONE_NEWUSER);
-    }
-    if let Err(e) = setns(net_file.as_fd(), CloneFlags::CLONE_NEWNET) {
+    if let Err(e) = Prepared::join(user_file, net_file) {
         return fail(&sock, e);
     }
-    drop((user_file, net_file));
     let io_errno = |e: io::Error| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0));
     if let Err(e) = isolate_descriptors(sock.as_raw_fd()) {
         return fail(&sock, io_errno(e));
