@@ -189,6 +189,7 @@ fn family_frames(f: &Family) -> Vec<(&'static str, Vec<u8>, &'static str)> {
 fn variant(g: &Guest<'_>) -> &'static str {
     match g {
         Guest::TcpSyn { .. } => "TcpSyn",
+        Guest::Tcp { .. } => "Tcp",
         Guest::Udp { .. } => "Udp",
         Guest::EchoRequest { .. } => "EchoRequest",
         Guest::Fragment => "Fragment",

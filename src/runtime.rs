@@ -7,16 +7,17 @@
 //!
 //! 1. handle control events: exit fd hang-up, signals (`SIGTERM`, `SIGINT`, `SIGHUP` end the
 //!    process cleanly; `SIGCHLD` reaps the `tapir run` command), the target process exiting;
-//! 2. read at most [`RX_BATCH`] frames from the tap into the stack (the tap stays marked readable
-//!    until a read returns `EAGAIN`, and the next poll then does not sleep), so a flooding guest
-//!    cannot starve other work;
-//! 3. poll smoltcp and the virtual hosts' timers, move bytes between smoltcp sockets and host
-//!    sockets (`Proxy::after_poll`), and poll smoltcp again only if that changed a socket (each
-//!    poll is a pass over every socket);
+//! 2. read at most [`RX_BATCH`] frames from the tap (the tap stays marked readable until a read
+//!    returns `EAGAIN`, and the next poll then does not sleep), so a flooding guest cannot starve
+//!    other work; each goes through the virtual hosts and the proxies, and a TCP segment straight
+//!    into its own flow's smoltcp socket;
+//! 3. run the virtual hosts' timers, then serve the flows with news (`Proxy::after_poll`: move
+//!    bytes between each one's smoltcp socket and host socket, let smoltcp transmit); flows
+//!    without news cost nothing;
 //! 4. write queued frames to the tap until it would block; the rest waits for the tap's writable
 //!    edge (nothing is dropped);
-//! 5. sleep until the earliest of the next event, smoltcp's `poll_delay` and the virtual-host
-//!    timers, after an adaptive busy-poll ([`BusyPoll`]) when request/response traffic is
+//! 5. sleep until the earliest of the next event, the earliest smoltcp deadline of any flow and
+//!    the virtual-host timers, after an adaptive busy-poll ([`BusyPoll`]) when request/response traffic is
 //!    fast enough for it to pay.
 //!
 //! Lifecycle rules: `--exit-fd` ends the loop on hang-up, error, or if the descriptor is not open
@@ -35,7 +36,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 
 use crate::api;
 use crate::config::Config;
@@ -469,18 +470,11 @@ impl<'c> Runtime<'c> {
         let now = self.now();
         let now_ms = self.now_ms();
         let vhost_deadline = self.stack.on_timer(now);
-        // Ingress first (frames just read, ACKs that free send space), then move bytes between
-        // smoltcp and host sockets, then egress what that produced.
-        self.stack.poll(now);
-        let dirty = self.proxy.after_poll(
-            &mut self.stack,
-            self.poll.registry(),
-            &self.forwards,
-            now_ms,
-        );
-        if dirty {
-            self.stack.poll(now);
-        }
+        // Frames just read went to smoltcp as they came (each to its flow's socket); now every
+        // flow with news moves bytes between smoltcp and its host socket, and smoltcp transmits
+        // what that produced.
+        self.proxy
+            .after_poll(&mut self.stack, self.poll.registry(), &self.forwards, now);
         if let Some(due) = self.proxy.take_timer_due() {
             self.next_expiry_ms = self.next_expiry_ms.min(due);
         }
@@ -503,7 +497,8 @@ impl<'c> Runtime<'c> {
             return Ok(Some(StdDuration::ZERO));
         }
         let mut wait = MAX_SLEEP;
-        if let Some(d) = self.stack.poll_delay(now) {
+        if let Some(t) = self.proxy.next_deadline() {
+            let d = if t > now { t - now } else { Duration::ZERO };
             wait = wait.min(StdDuration::from_micros(d.total_micros()));
         }
         if let Some(t) = vhost_deadline {
@@ -584,17 +579,14 @@ impl<'c> Runtime<'c> {
                 Ok(_) => {
                     self.stack.device.count_rx();
                     let now = self.now();
-                    let now_ms = self.now_ms();
-                    if self.stack.filter_guest_frame(&mut buf, now)
-                        && self.proxy.on_guest_frame(
+                    if self.stack.filter_guest_frame(&mut buf, now) {
+                        self.proxy.on_guest_frame(
                             &mut self.stack,
                             self.poll.registry(),
                             &self.forwards,
-                            &buf,
-                            now_ms,
-                        )
-                    {
-                        self.stack.device.push_rx(buf);
+                            buf,
+                            now,
+                        );
                     } else {
                         self.stack.device.recycle_rx(buf);
                     }

@@ -4,14 +4,14 @@
 //!
 //! [`Queues`] is the `smoltcp::phy::Device` the interface polls. It performs no I/O itself: the
 //! runtime reads frames from the tap into [`Queues::rx_buffer`]s and pushes them with
-//! [`Queues::push_rx`]; smoltcp consumes them in `Interface::poll`; frames smoltcp (or the virtual
+//! [`Queues::push_rx`]; smoltcp consumes each at once (`Stack::ingress`); frames smoltcp (or the virtual
 //! hosts) emit land in the transmit queue, which the runtime drains into the tap with
 //! [`Queues::flush`]. Keeping I/O outside makes the stack testable over plain memory and lets
 //! the runtime batch reads and writes.
 //!
 //! Invariants:
 //! - Buffers are recycled through two small pools, so steady state does no allocation per frame.
-//! - Ingress per `poll` is bounded by [`RX_BATCH`] (smoltcp drains all ingress before egress).
+//! - Ingress per wake-up is bounded by [`RX_BATCH`] frames, each handed to smoltcp on its own.
 //! - Nothing is dropped silently on the way to the guest. When the tap would block, frames stay
 //!   queued (up to [`TX_QUEUE_LIMIT`]); once the queue is full, `transmit` returns `None`, which
 //!   smoltcp treats as back-pressure (TCP keeps the data and retries), instead of being written

@@ -181,6 +181,12 @@ impl Flow {
         self.drain(env, stack, table, id)
     }
 
+    /// Datagrams may still wait on the host socket (the last drain stopped at a full guest
+    /// queue or its batch): drain again after the next wake-up.
+    pub fn wants_drain(&self) -> bool {
+        self.readable
+    }
+
     /// Relay echo replies while the guest queue has room.
     pub fn drain(
         &mut self,

@@ -13,11 +13,16 @@
 //! - UDP datagrams and ICMP echo requests never enter smoltcp: they go straight to a host socket
 //!   per guest endpoint, and replies are built as frames by [`Emitter`].
 //!
-//! The runtime calls [`Proxy::on_host_event`] for readiness of host sockets and
-//! [`Proxy::after_poll`] after every smoltcp poll, which moves bytes between smoltcp sockets and
-//! host sockets within the space both sides have (back-pressure instead of buffering: a full
-//! smoltcp send buffer stops reads from the host, an unwritable host socket leaves data in the
-//! smoltcp receive buffer, which shrinks the window advertised to the guest).
+//! Every TCP flow owns its smoltcp socket in a `SocketSet` of its own (see [`crate::stack`]):
+//! a guest segment is looked up by its (guest, remote) key in the NAT table's hash map and given
+//! to smoltcp with that flow's set only, and the flow is marked in [`work::Work`]. The runtime
+//! calls [`Proxy::on_host_event`] for readiness of host sockets (which marks the flow too) and
+//! [`Proxy::after_poll`] once per wake-up, which serves only the marked flows and those whose
+//! smoltcp deadline has come: it moves bytes between smoltcp sockets and host sockets within the
+//! space both sides have (back-pressure instead of buffering: a full smoltcp send buffer stops
+//! reads from the host, an unwritable host socket leaves data in the smoltcp receive buffer,
+//! which shrinks the window advertised to the guest), then lets smoltcp transmit. So the cost of
+//! a wake-up follows the flows that have news, not the flows that exist.
 //! [`Proxy::on_timer`] expires idle UDP and ICMP flows.
 //!
 //! Host sockets are registered with the runtime's mio registry under [`flow_token`] of their
@@ -27,18 +32,19 @@ pub mod icmp;
 pub mod splice;
 pub mod tcp;
 pub mod udp;
+pub mod work;
 
 use std::net::{IpAddr, SocketAddr};
 
 use log::{debug, warn};
 use mio::Registry;
-use smoltcp::iface::SocketHandle;
+use smoltcp::time::Instant;
 use smoltcp::wire::EthernetAddress;
 
 use crate::config::{Config, Outbound};
 use crate::forward::{ForwardTable, Listener};
 use crate::nat::resolv::{Nameservers, Resolvers, RESOLV_CONF};
-use crate::nat::{FlowId, Proto, Rules, Table};
+use crate::nat::{FlowId, Key, Proto, Rules, Table};
 use crate::stack::classify::{self, Guest};
 use crate::stack::emit::{Emitter, L2};
 use crate::stack::reassembly::Reassembler;
@@ -68,6 +74,19 @@ pub enum Flow {
     Icmp(icmp::Flow),
     /// A port-forward connection spliced to a socket in the guest's namespace.
     Splice(splice::Flow),
+}
+
+/// Where a guest frame goes after the proxies looked at it.
+enum Route {
+    /// Proxied at frame level (or refused): nothing more to do.
+    Consumed,
+    /// To smoltcp, with the socket set of the TCP flow with this key (if it exists).
+    Stack(Option<Key>),
+}
+
+/// Milliseconds of a runtime instant (the unit of the NAT table's clocks).
+fn ms(now: Instant) -> u64 {
+    u64::try_from(now.total_millis()).unwrap_or(0)
 }
 
 /// Counters for logs and the API.
@@ -101,9 +120,6 @@ pub struct Env<'a> {
     pub now_ms: u64,
     /// Scratch buffer for datagrams read from host sockets (shared, so idle flows own none).
     pub buf: &'a mut Vec<u8>,
-    /// Set when a flow changed smoltcp socket state (queued data, consumed data, closed,
-    /// aborted, completed a connect): the interface must be polled again to emit the result.
-    pub stack_dirty: bool,
 }
 
 impl Env<'_> {
@@ -142,9 +158,8 @@ pub struct Proxy {
     counters: Counters,
     epoch: std::time::Instant,
     icmp_warned: bool,
-    /// smoltcp sockets of closed TCP flows, removed after the next poll (so a pending RST or
-    /// final ACK still goes out).
-    graveyard: Vec<SocketHandle>,
+    /// Flows with news, and smoltcp deadlines.
+    work: work::Work,
     buf: Vec<u8>,
     reassembler: Reassembler,
     /// UDP port-forward sessions: (guest endpoint, client as the guest sees it) -> forward.
@@ -209,7 +224,7 @@ impl Proxy {
             counters: Counters::default(),
             epoch: std::time::Instant::now(),
             icmp_warned: false,
-            graveyard: Vec::new(),
+            work: work::Work::default(),
             buf: Vec::new(),
             reassembler: Reassembler::new(),
             sessions: udp::Sessions::default(),
@@ -279,12 +294,7 @@ impl Proxy {
     fn env(
         &mut self,
         now_ms: u64,
-    ) -> (
-        Env<'_>,
-        &mut Table,
-        &mut Vec<Option<Flow>>,
-        &mut Vec<SocketHandle>,
-    ) {
+    ) -> (Env<'_>, &mut Table, &mut Vec<Option<Flow>>, &mut work::Work) {
         let ns = self
             .resolvers
             .get(self.epoch + std::time::Duration::from_millis(now_ms));
@@ -297,11 +307,10 @@ impl Proxy {
                 counters: &mut self.counters,
                 now_ms,
                 buf: &mut self.buf,
-                stack_dirty: false,
             },
             &mut self.table,
             &mut self.flows,
-            &mut self.graveyard,
+            &mut self.work,
         )
     }
 
@@ -312,21 +321,56 @@ impl Proxy {
         flows[id] = Some(flow);
     }
 
-    /// A guest frame that the virtual hosts passed on. Returns true if smoltcp should see it.
+    /// A guest frame that the virtual hosts passed on: proxied at frame level (UDP, ICMP echo),
+    /// or handed to smoltcp with its flow's socket set, or with none.
     pub fn on_guest_frame(
         &mut self,
         stack: &mut Stack,
         registry: &Registry,
         forwards: &ForwardTable,
+        frame: Vec<u8>,
+        now: Instant,
+    ) {
+        match self.route(stack, registry, forwards, &frame, now) {
+            Route::Stack(key) => self.hand_to_stack(stack, frame, key, now),
+            Route::Consumed => stack.device.recycle_rx(frame),
+        }
+    }
+
+    /// Give `frame` to smoltcp with the socket set of the TCP flow `key` names, if there is one
+    /// (else smoltcp answers as if no socket listened), and mark that flow for a pass.
+    fn hand_to_stack(&mut self, stack: &mut Stack, frame: Vec<u8>, key: Option<Key>, now: Instant) {
+        let id = key.and_then(|k| self.table.lookup(&k));
+        let flow = id.and_then(|id| match self.flows.get_mut(id) {
+            Some(Some(Flow::Tcp(f))) => Some((id, f)),
+            _ => None,
+        });
+        match flow {
+            Some((id, f)) => {
+                stack.ingress(now, frame, Some(f.sockets()));
+                self.work.mark(id);
+            }
+            None => {
+                stack.ingress(now, frame, None);
+            }
+        }
+    }
+
+    fn route(
+        &mut self,
+        stack: &mut Stack,
+        registry: &Registry,
+        forwards: &ForwardTable,
         frame: &[u8],
-        now_ms: u64,
-    ) -> bool {
+        now: Instant,
+    ) -> Route {
+        let now_ms = ms(now);
         let kind = classify::classify(frame);
         if matches!(kind, Guest::Other) {
-            return true;
+            return Route::Stack(None);
         }
         let Some(guest_mac) = classify::source_mac(frame) else {
-            return true;
+            return Route::Stack(None);
         };
         self.guest_mac = Some(guest_mac);
         if let Guest::Udp {
@@ -334,7 +378,7 @@ impl Proxy {
         } = &kind
         {
             if self.sessions.reply(forwards, *src, *dst, payload, now_ms) {
-                return false;
+                return Route::Consumed;
             }
         }
         let l2 = L2 {
@@ -343,10 +387,17 @@ impl Proxy {
         };
         let (mut env, table, flows, _) = self.env(now_ms);
         let mut icmp_unavailable = false;
-        let pass = match kind {
-            Guest::TcpSyn { src, dst, packet } => tcp::on_guest_syn(
-                &mut env, table, flows, stack, registry, l2, src, dst, packet,
-            ),
+        let route = match kind {
+            Guest::TcpSyn { src, dst, packet } => {
+                if tcp::on_guest_syn(
+                    &mut env, table, flows, stack, registry, l2, src, dst, packet,
+                ) {
+                    Route::Stack(Some(Key::tcp(src, dst)))
+                } else {
+                    Route::Consumed
+                }
+            }
+            Guest::Tcp { src, dst } => Route::Stack(Some(Key::tcp(src, dst))),
             Guest::Udp {
                 src,
                 dst,
@@ -356,7 +407,7 @@ impl Proxy {
                 udp::on_guest_datagram(
                     &mut env, table, flows, stack, registry, l2, src, dst, payload, packet,
                 );
-                false
+                Route::Consumed
             }
             Guest::EchoRequest {
                 src,
@@ -368,7 +419,7 @@ impl Proxy {
                 icmp_unavailable = !icmp::on_guest_echo(
                     &mut env, table, flows, registry, l2, src, dst, ident, seq, data,
                 );
-                false
+                Route::Consumed
             }
             Guest::Fragment => {
                 env.counters.fragments += 1;
@@ -380,13 +431,11 @@ impl Proxy {
                     let mut f = Vec::with_capacity(eth + whole.len());
                     f.extend_from_slice(&frame[..eth]);
                     f.extend_from_slice(&whole);
-                    if self.on_guest_frame(stack, registry, forwards, &f, now_ms) {
-                        stack.device.push_rx(f);
-                    }
+                    self.on_guest_frame(stack, registry, forwards, f, now);
                 }
-                return false;
+                return Route::Consumed;
             }
-            Guest::Other => true,
+            Guest::Other => Route::Stack(None),
         };
         if icmp_unavailable && !self.icmp_warned {
             warn!(
@@ -395,7 +444,7 @@ impl Proxy {
             );
             self.icmp_warned = true;
         }
-        pass
+        route
     }
 
     /// A port-forward listener is readable: accept its clients or relay its datagrams.
@@ -441,10 +490,12 @@ impl Proxy {
                                 continue;
                             };
                             stream = back;
-                            let (mut env, table, flows, _) = self.env(now_ms);
-                            tcp::on_inbound(
+                            let (mut env, table, flows, work) = self.env(now_ms);
+                            if let Some(id) = tcp::on_inbound(
                                 &mut env, table, flows, stack, registry, l2, guest, stream, peer,
-                            );
+                            ) {
+                                work.mark(id);
+                            }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             exhausted = true;
@@ -483,7 +534,7 @@ impl Proxy {
 
     /// Readiness of a flow's host socket.
     pub fn on_host_event(&mut self, stack: &mut Stack, id: FlowId, ev: HostEvent, now_ms: u64) {
-        let (mut env, table, flows, graveyard) = self.env(now_ms);
+        let (mut env, table, flows, work) = self.env(now_ms);
         let Some(Some(flow)) = flows.get_mut(id) else {
             return;
         };
@@ -491,10 +542,23 @@ impl Proxy {
         let done = match flow {
             Flow::Tcp(f) => {
                 f.on_host_event(ev);
+                work.mark(id);
                 false
             }
-            Flow::Udp(f) => f.on_host_event(&mut env, stack, table, id, ev.readable, ev.error),
-            Flow::Icmp(f) => f.on_host_event(&mut env, stack, table, id, ev.readable),
+            Flow::Udp(f) => {
+                let done = f.on_host_event(&mut env, stack, table, id, ev.readable, ev.error);
+                if f.wants_drain() {
+                    work.mark(id);
+                }
+                done
+            }
+            Flow::Icmp(f) => {
+                let done = f.on_host_event(&mut env, stack, table, id, ev.readable);
+                if f.wants_drain() {
+                    work.mark(id);
+                }
+                done
+            }
             Flow::Splice(f) => match f.on_event(table, id, now_ms) {
                 splice::Outcome::Wait => false,
                 splice::Outcome::Again => {
@@ -505,51 +569,77 @@ impl Proxy {
             },
         };
         if done {
-            Self::close(table, flows, graveyard, id);
+            Self::close(table, flows, work, id);
         }
         if again && !self.pending_splices.contains(&id) {
             self.pending_splices.push(id);
         }
     }
 
-    /// Move data between smoltcp and host sockets; finish flows that are done. Call after every
-    /// `Interface::poll`. Returns whether smoltcp sockets changed, so that the interface must be
-    /// polled again to emit what that produced (otherwise a second poll would find nothing to
-    /// do, at the cost of a pass over every socket).
+    /// Serve the flows with news since the last call: the ones the guest sent segments to,
+    /// whose host socket had an event, or whose smoltcp deadline came. Each TCP flow moves bytes
+    /// between its sockets, then smoltcp transmits what that produced (twice if transmitting
+    /// changed the socket's state, e.g. a timeout closed it); finished flows are closed after
+    /// their last segments (a RST, a final ACK) went out. Flows without news are not touched.
     pub fn after_poll(
         &mut self,
         stack: &mut Stack,
         registry: &Registry,
         forwards: &ForwardTable,
-        now_ms: u64,
-    ) -> bool {
-        for h in self.graveyard.drain(..) {
-            stack.sockets.remove(h);
-        }
-        let forwards_pending = !self.pending_forwards.is_empty();
+        now: Instant,
+    ) {
+        let now_ms = ms(now);
         for fid in std::mem::take(&mut self.pending_forwards) {
             self.on_forward_ready(stack, registry, forwards, fid, now_ms);
         }
         for id in std::mem::take(&mut self.pending_splices) {
             self.on_host_event(stack, id, HostEvent::default(), now_ms);
         }
-        let (mut env, table, flows, graveyard) = self.env(now_ms);
-        for id in 0..flows.len() {
-            let Some(flow) = flows[id].as_mut() else {
+        self.work.mark_due(now);
+        let dirty = self.work.take_dirty();
+        let (mut env, table, flows, work) = self.env(now_ms);
+        for id in dirty {
+            let Some(Some(flow)) = flows.get_mut(id) else {
                 continue;
             };
             let done = match flow {
-                Flow::Tcp(f) => f.pump(&mut env, stack, table, id),
-                Flow::Udp(f) => f.drain(&mut env, stack, table, id),
-                Flow::Icmp(f) => f.drain(&mut env, stack, table, id),
+                Flow::Tcp(f) => {
+                    let mut done = f.pump(&mut env, stack, table, id);
+                    if stack.egress(now, f.sockets()) && !done {
+                        done = f.pump(&mut env, stack, table, id);
+                        stack.egress(now, f.sockets());
+                    }
+                    if !done {
+                        work.set_deadline(id, stack.poll_at(now, f.sockets()));
+                    }
+                    done
+                }
+                Flow::Udp(f) => {
+                    let done = f.drain(&mut env, stack, table, id);
+                    if !done && f.wants_drain() {
+                        work.mark(id);
+                    }
+                    done
+                }
+                Flow::Icmp(f) => {
+                    let done = f.drain(&mut env, stack, table, id);
+                    if !done && f.wants_drain() {
+                        work.mark(id);
+                    }
+                    done
+                }
                 // Pumped on their own events (and `pending_splices`), never by the stack.
                 Flow::Splice(_) => false,
             };
             if done {
-                Self::close(table, flows, graveyard, id);
+                Self::close(table, flows, work, id);
             }
         }
-        env.stack_dirty || forwards_pending
+    }
+
+    /// The earliest smoltcp deadline of any flow.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.work.next_deadline()
     }
 
     /// A deadline set since the last [`Proxy::on_timer`] that may be sooner than the time it
@@ -562,7 +652,7 @@ impl Proxy {
     /// time (ms) this wants to run.
     pub fn on_timer(&mut self, now_ms: u64) -> Option<u64> {
         let sessions = self.sessions.expire(now_ms);
-        let (_, table, flows, graveyard) = self.env(now_ms);
+        let (_, table, flows, work) = self.env(now_ms);
         let mut any = false;
         for id in 0..flows.len() {
             let expired = match &flows[id] {
@@ -584,22 +674,17 @@ impl Proxy {
             };
             if expired {
                 debug!("flow {id} expired");
-                Self::close(table, flows, graveyard, id);
+                Self::close(table, flows, work, id);
             }
         }
         (any || sessions).then_some(now_ms + EXPIRY_CHECK_MS)
     }
 
-    fn close(
-        table: &mut Table,
-        flows: &mut [Option<Flow>],
-        graveyard: &mut Vec<SocketHandle>,
-        id: FlowId,
-    ) {
-        if let Some(flow) = flows.get_mut(id).and_then(Option::take) {
-            if let Flow::Tcp(f) = flow {
-                graveyard.push(f.handle());
-            }
+    /// Forget flow `id` (its sockets close as it drops: a TCP flow's last segments must have
+    /// been transmitted before).
+    fn close(table: &mut Table, flows: &mut [Option<Flow>], work: &mut work::Work, id: FlowId) {
+        work.forget(id);
+        if flows.get_mut(id).and_then(Option::take).is_some() {
             if let Some(e) = table.remove(id) {
                 debug!(
                     "{} flow {} -> {} closed ({} bytes out, {} bytes in)",

@@ -36,7 +36,7 @@ use std::os::fd::AsRawFd;
 use log::debug;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry};
-use smoltcp::iface::SocketHandle;
+use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
@@ -67,6 +67,8 @@ pub const GUEST_CONNECT_TIMEOUT_SECS: u64 = 20;
 
 /// One TCP flow.
 pub struct Flow {
+    /// This flow's own smoltcp socket set, holding one socket (see [`crate::stack`]).
+    sockets: SocketSet<'static>,
     handle: SocketHandle,
     stream: Option<TcpStream>,
     phase: Phase,
@@ -165,14 +167,13 @@ pub fn on_guest_syn(
         table.remove(id);
         return true;
     }
-    let handle = stack.sockets.add(sock);
     env.counters.created[0] += 1;
     debug!("tcp {src} -> {dst}: connecting to {target} (flow {id})");
     super::Proxy::store_flow(
         flows,
         id,
         AnyFlow::Tcp(Flow::new(
-            handle,
+            sock,
             stream,
             Phase::Connecting,
             packet.to_vec(),
@@ -183,6 +184,7 @@ pub fn on_guest_syn(
 }
 
 /// A client accepted on a TCP port forward: connect to the guest from the client's address.
+/// Returns the new flow (its SYN is for the next egress).
 #[allow(clippy::too_many_arguments)]
 pub fn on_inbound(
     env: &mut Env<'_>,
@@ -194,20 +196,20 @@ pub fn on_inbound(
     guest: SocketAddr,
     stream: TcpStream,
     peer: SocketAddr,
-) {
+) -> Option<FlowId> {
     let src = env.rules.inbound_client(peer, guest.is_ipv6());
     let key = Key::tcp(guest, src);
     if table.lookup(&key).is_some() {
         debug!("tcp forward: {src} -> {guest} already has a flow; refusing {peer}");
         let _ = sys::net::set_linger_zero(&stream);
-        return;
+        return None;
     }
     let id = match table.insert(new_entry(key, peer, env.now_ms)) {
         Ok(id) => id,
         Err(full) => {
             debug!("tcp forward from {peer}: {full}");
             let _ = sys::net::set_linger_zero(&stream);
-            return;
+            return None;
         }
     };
     let setup = stream
@@ -223,7 +225,7 @@ pub fn on_inbound(
     if let Err(e) = setup {
         debug!("tcp forward from {peer}: {e}");
         table.remove(id);
-        return;
+        return None;
     }
     let mut sock = new_socket();
     sock.set_timeout(Some(smoltcp::time::Duration::from_secs(
@@ -235,25 +237,25 @@ pub fn on_inbound(
         debug!("tcp forward from {peer}: smoltcp connect: {e}");
         table.remove(id);
         let _ = sys::net::set_linger_zero(&stream);
-        return;
+        return None;
     }
     if let Some(e) = table.get_mut(id) {
         e.host_local = stream.local_addr().ok();
     }
-    let handle = stack.sockets.add(sock);
     env.counters.created[0] += 1;
     debug!("tcp forward {peer} -> {guest} (as {src}, flow {id})");
     super::Proxy::store_flow(
         flows,
         id,
         AnyFlow::Tcp(Flow::new(
-            handle,
+            sock,
             stream,
             Phase::GuestConnecting,
             Vec::new(),
             l2,
         )),
     );
+    Some(id)
 }
 
 /// Answer a failed connect: RST for refusal, ICMP otherwise. Returns whether smoltcp should see
@@ -282,8 +284,11 @@ fn is_would_block(e: &io::Error) -> bool {
 
 impl Flow {
     /// A flow in `phase` whose host side is `stream`, before any event has arrived.
-    fn new(handle: SocketHandle, stream: TcpStream, phase: Phase, syn: Vec<u8>, l2: L2) -> Self {
+    fn new(sock: Socket<'static>, stream: TcpStream, phase: Phase, syn: Vec<u8>, l2: L2) -> Self {
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let handle = sockets.add(sock);
         Flow {
+            sockets,
             handle,
             stream: Some(stream),
             phase,
@@ -297,9 +302,9 @@ impl Flow {
         }
     }
 
-    /// The smoltcp socket, for removal once the flow is closed.
-    pub fn handle(&self) -> SocketHandle {
-        self.handle
+    /// The flow's socket set (one socket), for the stack.
+    pub fn sockets(&mut self) -> &mut SocketSet<'static> {
+        &mut self.sockets
     }
 
     /// Record readiness (edge-triggered: remember it until a call would block).
@@ -318,19 +323,10 @@ impl Flow {
         id: FlowId,
     ) -> bool {
         if self.phase == Phase::Connecting {
-            let done = self.check_connect(env, stack, table, id);
             // Connected (the held SYN-ACK goes out) or failed (a RST may go out).
-            env.stack_dirty |= done || self.phase != Phase::Connecting;
-            return done;
+            return self.check_connect(env, stack, table, id);
         }
-        let sock = stack.sockets.get_mut::<Socket>(self.handle);
-        let before = (
-            self.phase,
-            self.host_eof,
-            self.host_shut_wr,
-            self.stream.is_some(),
-            sock.state(),
-        );
+        let sock = self.sockets.get_mut::<Socket>(self.handle);
         if self.phase == Phase::GuestConnecting {
             match sock.state() {
                 State::SynSent | State::SynReceived => return false,
@@ -440,19 +436,6 @@ impl Flow {
         }
 
         let state = sock.state();
-        if out > 0
-            || inn > 0
-            || before
-                != (
-                    self.phase,
-                    self.host_eof,
-                    self.host_shut_wr,
-                    self.stream.is_some(),
-                    state,
-                )
-        {
-            env.stack_dirty = true;
-        }
         // The guest reset or timed out while the host side is still open: reset the host too.
         if state == State::Closed && !(self.host_eof && self.host_shut_wr) {
             reset_host = true;
@@ -475,7 +458,7 @@ impl Flow {
         table: &mut Table,
         id: FlowId,
     ) -> bool {
-        let sock = stack.sockets.get_mut::<Socket>(self.handle);
+        let sock = self.sockets.get_mut::<Socket>(self.handle);
         if !matches!(sock.state(), State::Listen | State::SynReceived) {
             // The guest gave up (RST) before the host answered.
             self.stream = None;

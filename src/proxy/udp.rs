@@ -243,6 +243,12 @@ impl Flow {
         }
     }
 
+    /// Datagrams may still wait on the host socket (the last drain stopped at a full guest
+    /// queue or its batch): drain again after the next wake-up.
+    pub fn wants_drain(&self) -> bool {
+        self.readable
+    }
+
     /// Relay datagrams from the host while the guest queue has room. Never finishes the flow
     /// (expiry does).
     pub fn drain(

@@ -2,8 +2,9 @@
 //!
 //! # Theory of operation
 //!
-//! The runtime must act on some frames before `Interface::poll`: a TCP SYN to a new destination
+//! The proxies must act on some frames before smoltcp sees them: a TCP SYN to a new destination
 //! needs a (paused) listening smoltcp socket to exist first, or smoltcp would answer it with RST;
+//! every other TCP segment goes to its own flow's socket set, found by its endpoints;
 //! UDP datagrams and ICMP echo requests are proxied at frame level without smoltcp at all (one
 //! host socket per guest endpoint, replies built by [`super::emit`]). [`classify`] parses the
 //! frame through smoltcp's checked wire types and says which case it is; it never modifies the
@@ -29,6 +30,13 @@ pub enum Guest<'a> {
         dst: SocketAddr,
         /// The IP packet (for quoting in ICMP errors).
         packet: &'a [u8],
+    },
+    /// Any other TCP segment: its flow's smoltcp socket gets it.
+    Tcp {
+        /// Guest endpoint.
+        src: SocketAddr,
+        /// Destination as the guest addressed it.
+        dst: SocketAddr,
     },
     /// A UDP datagram.
     Udp {
@@ -166,14 +174,14 @@ fn tcp<'a>(src: IpAddr, dst: IpAddr, body: &'a [u8], packet: &'a [u8]) -> Guest<
     let Ok(t) = TcpPacket::new_checked(body) else {
         return Guest::Other;
     };
+    let (src, dst) = (
+        SocketAddr::new(src, t.src_port()),
+        SocketAddr::new(dst, t.dst_port()),
+    );
     if t.syn() && !t.ack() && !t.rst() {
-        Guest::TcpSyn {
-            src: SocketAddr::new(src, t.src_port()),
-            dst: SocketAddr::new(dst, t.dst_port()),
-            packet,
-        }
+        Guest::TcpSyn { src, dst, packet }
     } else {
-        Guest::Other
+        Guest::Tcp { src, dst }
     }
 }
 
