@@ -28,10 +28,13 @@ export PASTA=${PASTA:-pasta}
 export READY_SAMPLES=${READY_SAMPLES:-9} # launches timed per run for launch -> ready (median)
 export LATENCY_TOOL=${LATENCY_TOOL:-auto} # auto (sockperf if installed) | sockperf | python3
 export FWD_SPLICE=${FWD_SPLICE:-1} # 1: tapir runs also measure a --splice-forwards port forward
+export IDLE_CONNS=${IDLE_CONNS:-1000} # idle guest connections held open during a second -R run (0: skip)
 
 # Ports, all inside the private host namespace (or the guest's namespace for P_GUEST).
 P_G2H=5201       # host iperf3 server, guest -> host
 P_H2G=5202       # host iperf3 server, host -> guest (client in the guest with -R)
+P_H2G_IDLE=5203  # host iperf3 server, host -> guest with IDLE_CONNS idle connections open
+P_IDLE=7000      # host server holding the idle connections
 P_FWD=15201      # host port forwarded to the guest
 P_FWD_SPLICE=15202 # host port forwarded by the second tapir (--splice-forwards)
 P_GUEST=5201     # guest iperf3 server behind the forward
@@ -40,7 +43,7 @@ P_HTTP=18080     # host nginx
 GATEWAY=10.0.2.2 # guest's view of the host's 127.0.0.1
 
 CLIENT_TIMEOUT=$((DURATION + 20))
-RUN_TIMEOUT=$((6 * (DURATION + 25) + 90))
+RUN_TIMEOUT=$((7 * (DURATION + 25) + 150))
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 now_us() { local t=${EPOCHREALTIME/[.,]/}; echo "$t"; }
@@ -356,6 +359,32 @@ fwd_splice() { # MTU
     umount "$W/guest-splice.netns" 2>/dev/null || true
 }
 
+idle_h2g() {
+    local opened=""
+    start_bg idle-hold python3 "$BENCH_DIR/idleconns.py" hold 127.0.0.1 "$P_IDLE"
+    wait_listen "$P_IDLE" || true
+    nsenter -t "$GUEST" -n -- python3 "$BENCH_DIR/idleconns.py" open "$GATEWAY" "$P_IDLE" "$IDLE_CONNS" \
+        >"$OUT/idle-open.out" 2>"$OUT/idle-open.err" &
+    PIDS+=($!)
+    for _ in $(seq 600); do
+        opened=$(grep -o 'opened [0-9]*' "$OUT/idle-open.out" 2>/dev/null | cut -d' ' -f2 || true)
+        [[ -n $opened ]] && break
+        kill -0 "${PIDS[-1]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ $opened == "$IDLE_CONNS" ]]; then
+        record idle_conns "$opened" ok python3 "guest\$ benches/idleconns.py open $GATEWAY $P_IDLE $IDLE_CONNS"
+        start_bg iperf3-server-h2g-idle iperf3 -s -1 -B 127.0.0.1 -p "$P_H2G_IDLE"
+        wait_listen "$P_H2G_IDLE" || true
+        measure_iperf h2g_idle_bps guest iperf3 -c "$GATEWAY" -p "$P_H2G_IDLE" -t "$DURATION" -R -J --connect-timeout 5000
+    else
+        record h2g_idle_bps "" error python3 "benches/idleconns.py open" \
+            "only ${opened:-0} of $IDLE_CONNS idle connections opened: $(tail -c 200 "$OUT/idle-open.err" | tr '\n' ' ')"
+    fi
+    stop_bg
+    hwm_mark h2g_idle
+}
+
 write_nginx_conf() {
     mkdir -p "$W/www" "$W/ngx"
     head -c 612 /dev/zero | tr '\0' x >"$W/www/index.html"
@@ -413,6 +442,12 @@ run_one() {
     measure_iperf h2g_bps guest iperf3 -c "$GATEWAY" -p "$P_H2G" -t "$DURATION" -R -J --connect-timeout 5000
     stop_bg
     hwm_mark h2g
+
+    # The same with IDLE_CONNS idle guest connections open (a busy container's keep-alive
+    # pools): what every flow costs the helper when it has nothing to do.
+    if ((IDLE_CONNS > 0)); then
+        idle_h2g
+    fi
 
     # iperf3 host -> guest through a port forward (API add_hostfwd; pasta: -t at launch).
     if [[ $impl != pasta ]]; then
@@ -660,7 +695,7 @@ summary() {
         echo
         echo "#### MTU $mtu (median of $ROUNDS rounds, ${DURATION} s per workload)"
         echo
-        jq -rs --argjson mtu "$mtu" --arg impls "${RUN_IMPLS[*]}" --arg splice "$FWD_SPLICE" '
+        jq -rs --argjson mtu "$mtu" --arg impls "${RUN_IMPLS[*]}" --arg splice "$FWD_SPLICE" --arg idle "$IDLE_CONNS" '
           def median: sort | if length == 0 then null
             elif length % 2 == 1 then .[(length - 1) / 2]
             else (.[length / 2 - 1] + .[length / 2]) / 2 end;
@@ -681,6 +716,8 @@ summary() {
           # of the other implementations that their ratio columns divide by.
           [ [ {k: "g2h_bps", l: "iperf3 guest→host via 10.0.2.2 (Gbit/s, ↑)", s: 1e-9, d: 2},
               {k: "h2g_bps", l: "iperf3 host→guest via 10.0.2.2, -R (Gbit/s, ↑)", s: 1e-9, d: 2},
+              {k: "h2g_idle_bps", l: "the same with \($idle) idle connections open (Gbit/s, ↑)", s: 1e-9, d: 2,
+               idle: true},
               {k: "fwd_bps", l: "iperf3 host→guest via port forward (Gbit/s, ↑)", s: 1e-9, d: 2},
               {k: "fwd_splice_bps", l: "iperf3 host→guest via port forward, tapir `--splice-forwards` (Gbit/s, ↑) ¹",
                s: 1e-9, d: 2, only: "tapir", vs: "fwd_bps",
@@ -699,7 +736,8 @@ summary() {
               {k: "rss_idle_kib", l: "idle RSS, ready + 1 s (MiB, ↓)", s: (1 / 1024), d: 1},
               {k: "rss_peak_kib", l: "peak RSS, VmHWM (MiB, ↓)", s: (1 / 1024), d: 1},
               {k: "cpu_s", l: "helper CPU time, whole run (s)", s: 1, d: 1} ][]
-            | select(.only == null or (.only as $o | $impls | index($o)) and $splice == "1") ] as $metrics
+            | select(.only == null or (.only as $o | $impls | index($o)) and $splice == "1")
+            | select(.idle == null or $idle != "0") ] as $metrics
           | ($impls | map(select(. != "tapir"))) as $others
           | "| metric | " + ($impls | join(" | ")) + " |"
             + (if ($impls | index("tapir")) then ($others | map(" tapir/\(.) |") | join("")) else "" end),
