@@ -527,6 +527,7 @@ impl<'c> Runtime<'c> {
                 "tx": d.tx_frames,
                 "tx_dropped": d.tx_dropped,
                 "tx_blocked": d.tx_blocked,
+                "tx_coalesced": d.tx_coalesced,
             });
             let mode = device.mode();
             v["tap"] = serde_json::json!({

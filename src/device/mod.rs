@@ -26,7 +26,9 @@
 //! of up to 64 KiB whatever the MTU, without computing their checksum, and
 //! [`TxToken::consume`] turns each into a partial-checksum frame (with GSO when it is larger
 //! than the guest's MSS). The guest takes it whole, so at MTU 1500 one tap write carries what
-//! used to take 45. In the other direction, with [`TapMode::rx_gso`] the guest sends its own
+//! used to take 45. smoltcp cannot do this for IPv6, so there consecutive MSS-sized segments of
+//! one connection are merged into the frame queued before them, as long as they simply continue
+//! it ([`vnet::coalesce_tcpv6`]): the same result, built on the way out. In the other direction, with [`TapMode::rx_gso`] the guest sends its own
 //! super-segments (receive buffers are then sized for 64 KiB whatever the MTU), and the
 //! partial checksums it leaves are never verified here (they never are: see `capabilities`).
 
@@ -87,6 +89,8 @@ pub struct Counters {
     pub tx_dropped: u64,
     /// Times a tap write would have blocked (frames were kept and retried).
     pub tx_blocked: u64,
+    /// IPv6 TCP segments merged into the frame before them (see [`vnet::coalesce_tcpv6`]).
+    pub tx_coalesced: u64,
 }
 
 /// In-memory frame queues implementing `smoltcp::phy::Device`.
@@ -106,6 +110,8 @@ struct TxSide {
     queue: VecDeque<TxFrame>,
     pool: Vec<Vec<u8>>,
     offload: bool,
+    /// Segments merged into the frame before them.
+    coalesced: u64,
 }
 
 /// A frame for the guest: the first `len` bytes of `buf`, written with `hdr`. Buffers keep
@@ -161,6 +167,7 @@ impl Queues {
                 queue: VecDeque::new(),
                 pool: Vec::new(),
                 offload: mode.tx_offload(),
+                coalesced: 0,
             },
             mtu,
             mode,
@@ -286,7 +293,10 @@ impl Queues {
 
     /// Frame counters.
     pub fn counters(&self) -> Counters {
-        self.counters
+        Counters {
+            tx_coalesced: self.tx.coalesced,
+            ..self.counters
+        }
     }
 
     /// Pop the oldest frame for the guest (tests and in-memory peers). A frame with a partial
@@ -345,6 +355,17 @@ impl phy::TxToken for TxToken<'_> {
         } else {
             VnetHdr::default()
         };
+        // IPv6 TCP segments that continue the frame queued just before become one
+        // super-segment (smoltcp cannot emit those for IPv6; see vnet::coalesce_tcpv6).
+        if hdr.gso_type == vnet::GSO_NONE && hdr.flags & vnet::F_NEEDS_CSUM != 0 {
+            if let Some(prev) = self.side.queue.back_mut() {
+                if vnet::coalesce_tcpv6(&mut prev.buf, &mut prev.len, &mut prev.hdr, &b[..len]) {
+                    self.side.coalesced += 1;
+                    recycle(&mut self.side.pool, b);
+                    return r;
+                }
+            }
+        }
         self.side.queue.push_back(TxFrame { hdr, buf: b, len });
         r
     }
@@ -406,8 +427,8 @@ impl phy::Device for Queues {
             caps.segmentation.tcpv4 = NonZeroUsize::new(GSO_FRAME_V4);
             // Not for IPv6: smoltcp 0.14's IPv6 egress neither passes the segment size on
             // (`set_meta`) nor exempts super-segments from its MTU check, so it would drop
-            // every one. IPv6 TCP still gets checksum offload; the guest still sends us its
-            // super-segments.
+            // every one. IPv6 TCP gets MSS-sized segments with checksum offload, which
+            // `TxToken::consume` merges into super-segments itself (vnet::coalesce_tcpv6).
             caps.segmentation.tcpv6 = None;
         }
         caps.checksum = ck;
