@@ -310,7 +310,7 @@ start_guest() { # NETNS_FILE -> sets GUEST
 # meanwhile and its metrics are not affected. HELPER and GUEST are shadowed here, so that
 # measure_iperf, wait_listen and tree_ticks look at the second pair.
 fwd_splice() { # MTU
-    local mtu=$1 byte resp req info spliced t0 t1 cmd
+    local mtu=$1 byte resp req info spliced cmd
     local HELPER="" GUEST=""
     local argv=(--configure "--mtu=$mtu" --api-socket "$W/api-splice.sock" --ready-fd=3 --splice-forwards)
     start_guest "$W/guest-splice.netns"
@@ -331,13 +331,7 @@ fwd_splice() { # MTU
     elif [[ $resp != *'"return"'* ]]; then
         record fwd_splice_bps "" error api "add_hostfwd $req" "API answered: $resp"
     else
-        nsenter -t "$GUEST" -n -- iperf3 -s -1 -p "$P_GUEST" >>"$OUT/iperf3-server-fwd-splice.log" 2>&1 &
-        PIDS+=($!)
-        wait_listen "$P_GUEST" guest || true
-        t0=$(tree_ticks)
-        measure_iperf fwd_splice_bps host iperf3 -c 127.0.0.1 -p "$P_FWD_SPLICE" -t "$DURATION" -J --connect-timeout 5000
-        t1=$(tree_ticks)
-        stop_bg
+        iperf_through_forward fwd_splice_bps "$P_FWD_SPLICE" iperf3-server-fwd-splice
         # Did the connections take the splice path? (It falls back to the stack silently.)
         info=$(api_call "$W/api-splice.sock" '{"execute":"get_info"}' 2>&1 || true)
         echo "get_info -> $info" >>"$OUT/api-splice.log"
@@ -350,13 +344,25 @@ fwd_splice() { # MTU
                    | .note = "not spliced (flows_created.tcp_spliced = 0), measured \(.value)" | .value = null
                    else . end' "$MF" >"$MF.tmp" && mv "$MF.tmp" "$MF"
         else
-            record_cpu fwd_splice fwd_splice_bps "$t0" "$t1"
+            record_cpu fwd_splice fwd_splice_bps "$TICKS0" "$TICKS1"
         fi
     fi
     stop_helper "$HELPER"
     kill -KILL "$GUEST" 2>/dev/null || true
     wait "$GUEST" 2>/dev/null || true
     umount "$W/guest-splice.netns" 2>/dev/null || true
+}
+
+# The guest's iperf3 server behind a forward and a host client to host port PORT, recorded as
+# METRIC; the helper's CPU ticks before and after are left in TICKS0 and TICKS1.
+iperf_through_forward() { # METRIC PORT SERVER_LOGNAME
+    nsenter -t "$GUEST" -n -- iperf3 -s -1 -p "$P_GUEST" >>"$OUT/$3.log" 2>&1 &
+    PIDS+=($!)
+    wait_listen "$P_GUEST" guest || true
+    TICKS0=$(tree_ticks)
+    measure_iperf "$1" host iperf3 -c 127.0.0.1 -p "$2" -t "$DURATION" -J --connect-timeout 5000
+    TICKS1=$(tree_ticks)
+    stop_bg
 }
 
 idle_h2g() {
@@ -458,14 +464,8 @@ run_one() {
         resp='{"return":"pasta -t"}'
     fi
     if [[ $resp == *'"return"'* ]]; then
-        nsenter -t "$GUEST" -n -- iperf3 -s -1 -p "$P_GUEST" >>"$OUT/iperf3-server-fwd.log" 2>&1 &
-        PIDS+=($!)
-        wait_listen "$P_GUEST" guest || true
-        cpu0=$(tree_ticks)
-        measure_iperf fwd_bps host iperf3 -c 127.0.0.1 -p "$P_FWD" -t "$DURATION" -J --connect-timeout 5000
-        cpu1=$(tree_ticks)
-        stop_bg
-        record_cpu fwd fwd_bps "$cpu0" "$cpu1"
+        iperf_through_forward fwd_bps "$P_FWD" iperf3-server-fwd
+        record_cpu fwd fwd_bps "$TICKS0" "$TICKS1"
     elif [[ $resp == *[Tt]imeout* || $resp == *"timed out"* ]]; then
         record fwd_bps 0 stall api "add_hostfwd $req" "API did not answer: $resp"
     else
