@@ -160,6 +160,8 @@ pub struct Proxy {
     icmp_warned: bool,
     /// Flows with news, and smoltcp deadlines.
     work: work::Work,
+    /// The flows `after_poll` is serving (kept to reuse its allocation).
+    serving: Vec<FlowId>,
     buf: Vec<u8>,
     reassembler: Reassembler,
     /// UDP port-forward sessions: (guest endpoint, client as the guest sees it) -> forward.
@@ -225,6 +227,7 @@ impl Proxy {
             epoch: std::time::Instant::now(),
             icmp_warned: false,
             work: work::Work::default(),
+            serving: Vec::new(),
             buf: Vec::new(),
             reassembler: Reassembler::new(),
             sessions: udp::Sessions::default(),
@@ -596,9 +599,10 @@ impl Proxy {
             self.on_host_event(stack, id, HostEvent::default(), now_ms);
         }
         self.work.mark_due(now);
-        let dirty = self.work.take_dirty();
+        let mut serving = std::mem::take(&mut self.serving);
+        self.work.take_dirty(&mut serving);
         let (mut env, table, flows, work) = self.env(now_ms);
-        for id in dirty {
+        for &id in &serving {
             let Some(Some(flow)) = flows.get_mut(id) else {
                 continue;
             };
@@ -635,6 +639,7 @@ impl Proxy {
                 Self::close(table, flows, work, id);
             }
         }
+        self.serving = serving;
     }
 
     /// The earliest smoltcp deadline of any flow.

@@ -60,13 +60,14 @@ impl Work {
         }
     }
 
-    /// The flows marked since the last call, each once, in marking order.
-    pub fn take_dirty(&mut self) -> Vec<FlowId> {
-        let dirty = std::mem::take(&mut self.dirty);
-        for &id in &dirty {
+    /// Move the flows marked since the last call into `out` (emptied first), each once, in
+    /// marking order. The two vectors swap, so neither allocates once they have grown.
+    pub fn take_dirty(&mut self, out: &mut Vec<FlowId>) {
+        out.clear();
+        std::mem::swap(&mut self.dirty, out);
+        for &id in out.iter() {
             self.marked[id] = false;
         }
-        dirty
     }
 
     /// `id`'s smoltcp socket next needs the clock at `at` (`None`: only news will wake it).
@@ -111,16 +112,22 @@ impl Work {
 mod tests {
     use super::*;
 
+    fn take(w: &mut Work) -> Vec<FlowId> {
+        let mut out = vec![99];
+        w.take_dirty(&mut out);
+        out
+    }
+
     #[test]
     fn marks_are_taken_once_in_order() {
         let mut w = Work::default();
         w.mark(3);
         w.mark(1);
         w.mark(3);
-        assert_eq!(w.take_dirty(), vec![3, 1]);
-        assert!(w.take_dirty().is_empty());
+        assert_eq!(take(&mut w), vec![3, 1]);
+        assert!(take(&mut w).is_empty());
         w.mark(3);
-        assert_eq!(w.take_dirty(), vec![3]);
+        assert_eq!(take(&mut w), vec![3]);
     }
 
     #[test]
@@ -131,13 +138,13 @@ mod tests {
         w.set_deadline(4, Some(Instant::from_millis(20)));
         assert_eq!(w.next_deadline(), Some(Instant::from_millis(10)));
         w.mark_due(Instant::from_millis(20));
-        assert_eq!(w.take_dirty(), vec![2, 4]);
+        assert_eq!(take(&mut w), vec![2, 4]);
         assert_eq!(w.next_deadline(), Some(Instant::from_millis(30)));
         // Moving a deadline replaces it.
         w.set_deadline(1, Some(Instant::from_millis(5)));
         assert_eq!(w.timers(), 1);
         w.mark_due(Instant::from_millis(5));
-        assert_eq!(w.take_dirty(), vec![1]);
+        assert_eq!(take(&mut w), vec![1]);
         assert_eq!(w.next_deadline(), None);
     }
 
@@ -149,11 +156,11 @@ mod tests {
         w.mark(8);
         w.forget(7);
         assert_eq!(w.timers(), 0);
-        assert_eq!(w.take_dirty(), vec![8]);
+        assert_eq!(take(&mut w), vec![8]);
         w.mark_due(Instant::from_millis(100));
-        assert!(w.take_dirty().is_empty());
+        assert!(take(&mut w).is_empty());
         // A new flow in slot 7 starts clean and can be marked again.
         w.mark(7);
-        assert_eq!(w.take_dirty(), vec![7]);
+        assert_eq!(take(&mut w), vec![7]);
     }
 }
