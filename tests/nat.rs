@@ -451,3 +451,48 @@ fn ipv6_slaac_ping_tcp_and_udp_to_host_loopback() {
     let out = g.ok("(echo udp6; sleep 1) | ncat -u -w 2 fd00::2 18092");
     assert_eq!(out.trim(), "udp6", "{}", t.logs());
 }
+
+/// A DHCPv6 client's Information-Request (client id, option request for DNS servers), sent to
+/// ff02::1:2 from tap0's link-local address; prints who answered and the DNS server offered.
+const DHCPV6_PROBE: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::", 546))
+s.settimeout(2)
+idx = socket.if_nametoindex("tap0")
+msg = bytes([11, 1, 2, 3]) + bytes([0, 1, 0, 10, 0, 3, 0, 1, 2, 0, 0, 0, 0, 9]) + bytes([0, 6, 0, 2, 0, 23])
+data = None
+for attempt in range(3):
+    s.sendto(msg, ("ff02::1:2", 547, 0, idx))
+    try:
+        data, addr = s.recvfrom(1500)
+        break
+    except socket.timeout:
+        pass
+assert data is not None, "no reply"
+assert data[0] == 7 and data[1:4] == bytes([1, 2, 3]), data
+opts = {}
+i = 4
+while i + 4 <= len(data):
+    code, ln = struct.unpack("!HH", data[i:i + 4])
+    opts[code] = data[i + 4:i + 4 + ln]
+    i += 4 + ln
+assert opts[1] == bytes([0, 3, 0, 1, 2, 0, 0, 0, 0, 9]), opts
+assert 2 in opts, opts
+print("reply from %s dns %s" % (addr[0].split("%")[0], socket.inet_ntop(socket.AF_INET6, opts[23])))
+"#;
+
+#[test]
+fn dhcpv6_information_request_gets_the_dns_server() {
+    let Some(host) = host() else { return };
+    need!("python3");
+    let (g, t) = start(&host, &["--enable-ipv6"]);
+    // The link-local address must have passed duplicate address detection to be bound.
+    wait_until(Duration::from_secs(10), || {
+        g.sh_any("ip -6 addr show dev tap0 scope link -tentative | grep -q 'inet6 fe80::'")
+            .status
+            .success()
+    });
+    let out = g.ok(&format!("python3 -c '{DHCPV6_PROBE}'"));
+    assert_eq!(out.trim(), "reply from fe80::2 dns fd00::3", "{}", t.logs());
+}

@@ -24,6 +24,7 @@
 //! them as it would without a socket (RST).
 
 pub mod classify;
+pub mod dhcpv6;
 pub mod emit;
 pub mod reassembly;
 pub mod vhost;

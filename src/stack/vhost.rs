@@ -22,7 +22,8 @@
 //!   and guests keep those in their neighbour caches, so frames addressed to those MACs get
 //!   their destination rewritten to [`stack_mac`] in place; otherwise smoltcp would drop them.
 //! - Things smoltcp does not do at all live here: the DHCPv4 server (libslirp `bootp.c`),
-//!   router advertisements (libslirp `ip6_icmp.c`), and echo replies from `N+2`/`N+3` (answered
+//!   router advertisements (libslirp `ip6_icmp.c`), stateless DHCPv6 ([`super::dhcpv6`],
+//!   libslirp `dhcpv6.c`), and echo replies from `N+2`/`N+3` (answered
 //!   even with `--disable-host-loopback`, as libslirp's `icmp_reflect` does) and from `fd00::2`,
 //!   `fe80::2` and `fd00::3`.
 //!
@@ -63,6 +64,7 @@ use smoltcp::wire::{
     ETHERNET_HEADER_LEN, IPV6_LINK_LOCAL_ALL_NODES,
 };
 
+use super::dhcpv6;
 use crate::config::{ipv6, mac_for_v4, mac_for_v6, Network, DHCP_LEASE_SECS, DHCP_POOL_SIZE};
 
 /// Smallest Ethernet frame (without FCS); ARP replies are padded to it like libslirp's.
@@ -735,6 +737,9 @@ impl VirtualHosts {
         };
         match ip.next_header {
             IpProtocol::Icmpv6 => self.on_icmpv6(eth, &ip, packet.payload(), reply),
+            IpProtocol::Udp if ip.dst_addr == dhcpv6::ALL_SERVERS => {
+                self.on_dhcpv6(eth, &ip, packet.payload(), reply)
+            }
             // MLD reports carry a hop-by-hop header (router alert).
             IpProtocol::HopByHop if ip.dst_addr.is_multicast() => {
                 match Ipv6ExtHeader::new_checked(packet.payload()) {
@@ -878,6 +883,58 @@ impl VirtualHosts {
                 &ChecksumCapabilities::default(),
             );
         });
+    }
+
+    /// A datagram to the DHCPv6 servers' group: answer an Information-Request from `fe80::2`
+    /// ([`dhcpv6::answer`]); anything else to that group is dropped (nothing else serves it).
+    fn on_dhcpv6(
+        &mut self,
+        eth: &EthernetRepr,
+        ip: &Ipv6Repr,
+        payload: &[u8],
+        reply: &mut dyn FnMut(&[u8]),
+    ) -> Verdict {
+        let Ok(udp) = UdpPacket::new_checked(payload) else {
+            return self.malformed("short UDP datagram to the DHCPv6 servers");
+        };
+        if udp.dst_port() != dhcpv6::SERVER_PORT || !ip.src_addr.is_unicast_link_local() {
+            return Verdict::Consumed;
+        }
+        let Some(answer) = dhcpv6::answer(udp.payload(), self.mac.0, ipv6::DNS) else {
+            return Verdict::Consumed;
+        };
+        self.learn_guest_mac(eth.src_addr);
+        let udp_out = UdpRepr {
+            src_port: dhcpv6::SERVER_PORT,
+            dst_port: udp.src_port(),
+        };
+        let ip_out = Ipv6Repr {
+            src_addr: ipv6::ROUTER_LL,
+            dst_addr: ip.src_addr,
+            next_header: IpProtocol::Udp,
+            payload_len: udp_out.header_len() + answer.len(),
+            hop_limit: NDP_HOP_LIMIT,
+        };
+        let (src, dst) = (
+            IpAddress::Ipv6(ip_out.src_addr),
+            IpAddress::Ipv6(ip_out.dst_addr),
+        );
+        log::debug!(
+            "DHCPv6: Information-Request from {}: DNS {}",
+            ip.src_addr,
+            ipv6::DNS
+        );
+        self.transmit_ipv6(reply, eth.src_addr, &ip_out, |l4| {
+            udp_out.emit(
+                &mut UdpPacket::new_unchecked(l4),
+                &src,
+                &dst,
+                answer.len(),
+                |buf| buf.copy_from_slice(&answer),
+                &ChecksumCapabilities::default(),
+            );
+        });
+        Verdict::Consumed
     }
 
     /// Router advertisement from `fe80::2` to all nodes (libslirp `ndp_send_ra`), with the
