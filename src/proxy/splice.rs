@@ -280,11 +280,6 @@ impl Flow {
     pub fn connecting(&self) -> bool {
         !self.connected
     }
-
-    /// Both sockets, for deregistration.
-    pub fn fds(&self) -> [i32; 2] {
-        [self.host.as_raw_fd(), self.guest.as_raw_fd()]
-    }
 }
 
 /// Try to splice client `stream` (accepted from `peer`) to `guest`. On success the flow is stored

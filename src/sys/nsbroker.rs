@@ -48,8 +48,16 @@ pub struct Broker {
     child: Pid,
 }
 
-fn errno_io(e: nix::errno::Errno) -> io::Error {
-    io::Error::from_raw_os_error(e as i32)
+/// The broker's error answer: tag 1, then the errno as 4 little-endian bytes.
+fn error_message(e: nix::errno::Errno) -> [u8; 5] {
+    let mut msg = [1u8; 5];
+    msg[1..].copy_from_slice(&(e as i32).to_le_bytes());
+    msg
+}
+
+/// The error an answer of [`error_message`] carries.
+fn error_of(msg: &[u8; MAX_MESSAGE]) -> io::Error {
+    io::Error::from_raw_os_error(i32::from_le_bytes([msg[1], msg[2], msg[3], msg[4]]))
 }
 
 impl Broker {
@@ -66,7 +74,7 @@ impl Broker {
         let parent = nix::unistd::getpid();
         // SAFETY: callers guarantee the process is single-threaded, so the child may run ordinary
         // Rust code; it leaves only through `_exit`, never returning into the caller.
-        match unsafe { fork() }.map_err(errno_io)? {
+        match unsafe { fork() }.map_err(io::Error::from)? {
             ForkResult::Child => {
                 drop(parent_sock);
                 let code = child_main(parent, child_sock, user_file, net_file, confine);
@@ -84,13 +92,9 @@ impl Broker {
                 let mut buf = [0u8; MAX_MESSAGE];
                 match recv_reply(broker.sock()?, &mut buf) {
                     Ok((1, None)) if buf[0] == 0 => Ok(broker),
-                    Ok((5, None)) if buf[0] == 1 => {
-                        Err(io::Error::from_raw_os_error(i32::from_le_bytes([
-                            buf[1], buf[2], buf[3], buf[4],
-                        ])))
-                    }
+                    Ok((5, None)) if buf[0] == 1 => Err(error_of(&buf)),
                     Ok(_) => Err(io::Error::other("socket broker: unexpected answer")),
-                    Err(e) => Err(errno_io(e)),
+                    Err(e) => Err(e.into()),
                 }
             }
         }
@@ -119,13 +123,11 @@ impl Broker {
             }
         };
         let sock = self.sock()?;
-        send_reply(sock, &req[..len], None).map_err(errno_io)?;
+        send_reply(sock, &req[..len], None)?;
         let mut buf = [0u8; MAX_MESSAGE];
-        match recv_reply(sock, &mut buf).map_err(errno_io)? {
+        match recv_reply(sock, &mut buf)? {
             (1, Some(fd)) if buf[0] == 0 => Ok(fd),
-            (5, None) if buf[0] == 1 => Err(io::Error::from_raw_os_error(i32::from_le_bytes([
-                buf[1], buf[2], buf[3], buf[4],
-            ]))),
+            (5, None) if buf[0] == 1 => Err(error_of(&buf)),
             (0, _) => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
             _ => Err(io::Error::other("socket broker: unexpected answer")),
         }
@@ -143,9 +145,7 @@ impl Drop for Broker {
 
 /// Report a start-up failure to the parent (tag 1 + errno).
 fn fail(sock: &OwnedFd, e: nix::errno::Errno) -> i32 {
-    let mut msg = [1u8; 5];
-    msg[1..].copy_from_slice(&(e as i32).to_le_bytes());
-    let _ = send_reply(sock.as_fd(), &msg, None);
+    let _ = send_reply(sock.as_fd(), &error_message(e), None);
     1
 }
 
@@ -234,11 +234,7 @@ fn serve(sock: &OwnedFd) -> i32 {
         };
         let sent = match make_socket(local) {
             Ok(fd) => send_reply(sock.as_fd(), &[0], Some(fd.as_fd())),
-            Err(e) => {
-                let mut msg = [1u8; 5];
-                msg[1..].copy_from_slice(&(e as i32).to_le_bytes());
-                send_reply(sock.as_fd(), &msg, None)
-            }
+            Err(e) => send_reply(sock.as_fd(), &error_message(e), None),
         };
         if sent.is_err() {
             return 1;
