@@ -376,6 +376,11 @@ impl Proxy {
             return Route::Stack(None);
         };
         self.guest_mac = Some(guest_mac);
+        // The common case, every segment of an open connection: straight to its flow, without
+        // building the environment the other cases need.
+        if let Guest::Tcp { src, dst } = kind {
+            return Route::Stack(Some(Key::tcp(src, dst)));
+        }
         if let Guest::Udp {
             src, dst, payload, ..
         } = &kind
@@ -400,6 +405,7 @@ impl Proxy {
                     Route::Consumed
                 }
             }
+            // Routed above; kept total so no guest frame can reach a panic.
             Guest::Tcp { src, dst } => Route::Stack(Some(Key::tcp(src, dst))),
             Guest::Udp {
                 src,
