@@ -1,0 +1,136 @@
+//! Every TCP flow ends in bounded time, whatever the guest does (issue: flows that outlive their
+//! peers). These tests drive real guests and real host servers in the private host namespace
+//! and watch the flow table through the API's `get_info`.
+//!
+//! Needs namespaces, python3 and `ip` (veth).
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+/// Path of the test TCP server script.
+fn tcpserve() -> String {
+    format!(
+        "python3 {}/tests/tools/tcpserve.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Live TCP flows in tapir's table.
+fn tcp_flows(sock: &std::path::Path) -> u64 {
+    get_info(sock)["return"]["flows"]["tcp"]
+        .as_u64()
+        .expect("flows.tcp")
+}
+
+/// CPU time (user + system, in clock ticks) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = read(std::path::Path::new(&format!("/proc/{pid}/stat")));
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// Clients that give up while the host connect is still in flight (`curl --connect-timeout 1`
+/// against a server whose connect takes longer): when the connect completes, tapir releases the
+/// SYN-ACK, the guest's kernel answers it with RST (it has no such socket), and the flow and
+/// its host connection must end at once. They used to stay ESTABLISHED on the host for good.
+#[test]
+fn clients_that_gave_up_during_a_slow_connect_leave_no_flow() {
+    let Some(host) = host() else { return };
+    require!(tool("python3"), "python3 not installed");
+    let srv = host
+        .cmd(As::Runner, "sh")
+        .args(["-c", &format!("exec {} slow 127.0.0.1 18300", tcpserve())])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut srv = Bg(srv);
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let out = srv.0.stdout.take().unwrap();
+        std::io::BufReader::new(out).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+    }
+    let dir = Scratch::new("slowconn");
+    let sock = dir.path("api.sock");
+    let (g, t) = host.start(&["-c", "--api-socket", sock.to_str().unwrap()]);
+    let before = t.fd_count();
+    let out = g.ok("python3 -c '
+import socket
+n = 0
+for i in range(4):
+    try:
+        socket.create_connection((\"10.0.2.2\", 18300), timeout=1)
+    except socket.timeout:
+        n += 1
+print(n)
+'");
+    assert_eq!(out.trim(), "4", "every client gave up: {}", t.logs());
+    // The server frees its queue 6 s after it started; the connects complete at their next
+    // SYN retransmission (about 7 s), and each flow must then end at once.
+    let t0 = Instant::now();
+    wait_until(Duration::from_secs(20), || tcp_flows(&sock) == 0);
+    eprintln!("flows gone {:?} after the clients gave up", t0.elapsed());
+    wait_until(Duration::from_secs(5), || t.fd_count() <= before);
+    let info = get_info(&sock);
+    assert_eq!(info["return"]["flows_created"]["tcp"], 4, "{info}");
+}
+
+/// A host connect that never completes (the remote drops every SYN: a veth peer with a static
+/// neighbour entry that answers nothing) ends after tapir's host connect timeout, with ICMP net
+/// unreachable to the guest, instead of the kernel's ~127 s; and waiting costs no CPU (the
+/// paused SYN-ACK must not make the flow ask for a pass again and again).
+#[test]
+fn a_host_connect_that_never_completes_times_out() {
+    let Some(host) = host() else { return };
+    require!(tool("python3"), "python3 not installed");
+    let setup = host.sh(
+        As::Runner,
+        "ip link add bh0 type veth peer name bh1 && ip link set bh0 up && ip link set bh1 up && \
+         ip addr add 192.0.2.1/24 dev bh0 && \
+         ip neigh add 192.0.2.9 lladdr 02:00:00:00:00:09 dev bh0",
+    );
+    require!(
+        setup.status.success(),
+        "cannot make a veth in the host namespace: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let dir = Scratch::new("blackhole");
+    let sock = dir.path("api.sock");
+    let (g, t) = host.start(&["-c", "--api-socket", sock.to_str().unwrap()]);
+    let client = "python3 -c '
+import socket, time
+t = time.time()
+try:
+    socket.create_connection((\"192.0.2.9\", 80), timeout=200)
+    print(\"connected\")
+except OSError as e:
+    print(e.errno, round(time.time() - t))
+'";
+    let out = std::thread::scope(|s| {
+        let c = s.spawn(|| g.ok(client));
+        wait_until(Duration::from_secs(10), || tcp_flows(&sock) == 1);
+        let ticks = cpu_ticks(t.pid());
+        std::thread::sleep(Duration::from_secs(5));
+        let used = cpu_ticks(t.pid()) - ticks;
+        // 100 ticks a second: a flow that asked for a pass again and again would use ~500.
+        assert!(
+            used < 100,
+            "tapir used {used} ticks in 5 s waiting for a connect"
+        );
+        c.join().unwrap()
+    });
+    let mut it = out.split_whitespace();
+    let (errno, secs) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+    assert_eq!(errno, "101", "ENETUNREACH expected: {out} {}", t.logs());
+    let secs: u64 = secs.parse().unwrap();
+    assert!((70..=90).contains(&secs), "gave up after {secs} s");
+    wait_until(Duration::from_secs(5), || tcp_flows(&sock) == 0);
+}
