@@ -104,14 +104,18 @@ pub struct Flow {
     connect_deadline_ms: u64,
 }
 
-/// How long an open flow may wait for the guest to acknowledge data (or answer keep-alives)
-/// before it is aborted: bounds the life of flows whose guest vanished without a RST.
-pub const STALL_TIMEOUT_SECS: u64 = 300;
+/// How long an open flow may go without a word from the guest (an ACK of data, an answer to a
+/// keep-alive or a window probe) before it is aborted: bounds the life of flows whose guest
+/// vanished without a RST (a spoofed source that completed a handshake, a namespace torn
+/// down). The guest's kernel answers within milliseconds while it lives, even for a frozen
+/// container, so this need not be long; 90 s keeps the table's return to its idle baseline
+/// after a storm within 2 minutes.
+pub const STALL_TIMEOUT_SECS: u64 = 90;
 /// Keep-alive interval of an idle open flow towards the guest: a live guest answers each probe,
 /// so an idle connection lives as long as its guest does, while a vanished guest's flow ends
 /// [`STALL_TIMEOUT_SECS`] after its last word (smoltcp counts that timeout from the last
-/// segment the guest sent, idle or not).
-pub const KEEPALIVE_SECS: u64 = 60;
+/// segment the guest sent, idle or not). Two probes go unanswered before that.
+pub const KEEPALIVE_SECS: u64 = 30;
 /// How long the host `connect()` of an outbound flow may take (libslirp's `TCPTV_KEEP_INIT`,
 /// 75 s; the kernel alone would try for about 127 s, `tcp_syn_retries` 6). The guest then gets
 /// ICMP net unreachable, as for any connect error but refusal.
@@ -390,7 +394,7 @@ impl Flow {
             match sock.state() {
                 State::SynSent | State::SynReceived => return false,
                 State::Established | State::CloseWait => {
-                    sock.set_timeout(Some(smoltcp::time::Duration::from_secs(STALL_TIMEOUT_SECS)));
+                    bound_lifetime(sock);
                     self.phase = Phase::Open;
                     debug!("tcp flow {id}: guest accepted");
                 }
@@ -710,7 +714,7 @@ mod tests {
     #[test]
     fn idle_flow_with_a_live_guest_lives_on() {
         let mut p = Pair::established();
-        p.run(3 * STALL_TIMEOUT_SECS);
+        p.run(3600);
         assert_eq!(p.state(), State::Established);
     }
 
