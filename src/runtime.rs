@@ -484,6 +484,15 @@ impl<'c> Runtime<'c> {
                 .on_timer(now_ms)
                 .unwrap_or(now_ms + MAX_SLEEP.as_millis() as u64);
         }
+        // API clients past their request deadline are closed; an accept that ran out of
+        // descriptors is tried again.
+        let mut api_due = None;
+        if let Some(api) = self.api.as_mut() {
+            api_due = api.due();
+            if api_due.is_some_and(|t| t <= now_ms) {
+                api_due = api.on_timer(self.poll.registry(), now_ms);
+            }
+        }
         self.flush_tap()?;
 
         // More frames wait in the tap: come back at once, unless we are holding back because the
@@ -508,6 +517,9 @@ impl<'c> Runtime<'c> {
         wait = wait.min(StdDuration::from_millis(
             self.next_expiry_ms.saturating_sub(now_ms),
         ));
+        if let Some(t) = api_due {
+            wait = wait.min(StdDuration::from_millis(t.saturating_sub(now_ms)));
+        }
         Ok(Some(wait))
     }
 

@@ -1,6 +1,6 @@
-//! Every TCP flow ends in bounded time, whatever the guest does (issue: flows that outlive their
-//! peers). These tests drive real guests and real host servers in the private host namespace
-//! and watch the flow table through the API's `get_info`.
+//! Every TCP flow and every API connection ends in bounded time, whatever the guest or the client
+//! does (nothing outlives its peer). These tests drive real guests and real host servers in the
+//! private host namespace and watch the flow table through the API's `get_info`.
 //!
 //! Needs namespaces, python3 and `ip` (veth).
 
@@ -133,4 +133,84 @@ except OSError as e:
     let secs: u64 = secs.parse().unwrap();
     assert!((70..=90).contains(&secs), "gave up after {secs} s");
     wait_until(Duration::from_secs(5), || tcp_flows(&sock) == 0);
+}
+
+/// An API client that connects and sends nothing is closed after the request deadline (10 s),
+/// so slow clients hold no descriptor for long (the deadline used to be kept but never
+/// enforced: the connection stayed open until 64 newer ones pushed it out).
+#[test]
+fn a_silent_api_client_is_closed_after_the_request_deadline() {
+    let Some(host) = host() else { return };
+    let dir = Scratch::new("silentapi");
+    let sock = dir.path("api.sock");
+    let (_g, t) = host.start(&["--api-socket", sock.to_str().unwrap()]);
+    let before = t.fd_count();
+    let mut c = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    wait_until(Duration::from_secs(5), || t.fd_count() == before + 1);
+    let t0 = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = std::io::Read::read(&mut c, &mut buf).expect("closed, not timed out");
+    let waited = t0.elapsed();
+    assert_eq!(n, 0, "no reply to no request");
+    assert!(
+        (Duration::from_secs(8)..Duration::from_secs(15)).contains(&waited),
+        "closed after {waited:?}"
+    );
+    assert_eq!(t.fd_count(), before);
+}
+
+/// A port-forward client that arrives while tapir is out of descriptors is accepted once
+/// descriptors are free again, without waiting for another client to arrive (the listener's
+/// edge was spent on the failed accept).
+#[test]
+fn a_forward_client_waiting_out_an_fd_shortage_is_accepted_after_it() {
+    let Some(host) = host() else { return };
+    require!(tool("python3"), "python3 not installed");
+    require!(tool("prlimit"), "prlimit (util-linux) not installed");
+    let dir = Scratch::new("emfile");
+    let sock = dir.path("api.sock");
+    let (g, t) = host.start(&["-c", "--api-socket", sock.to_str().unwrap()]);
+    let pid = t.pid().to_string();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            g.ok("timeout 60 python3 -c '
+import socket
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((\"0.0.0.0\", 8080)); l.listen(8)
+c, _ = l.accept(); c.sendall(b\"hello\\n\"); c.close()
+'")
+        });
+        wait_until(Duration::from_secs(10), || {
+            g.sh_any("ss -H -tln | grep -q ':8080 '").status.success()
+        });
+        let reply = api(
+            &sock,
+            r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"127.0.0.1","host_port":18400,"guest_port":8080}}"#,
+        );
+        assert!(reply.contains(r#""id""#), "{reply}");
+        // No descriptor to spare (a soft limit below the lowest free descriptor): the
+        // client's accept fails with EMFILE.
+        let lim = host.sh(As::Runner, &format!("prlimit --pid {pid} --nofile=3:"));
+        assert!(lim.status.success(), "{lim:?}");
+        let client = s.spawn(|| {
+            host.sh(
+                As::Runner,
+                "python3 -c '
+import socket
+c = socket.create_connection((\"127.0.0.1\", 18400), timeout=30)
+c.settimeout(30)
+print(c.recv(100).decode().strip())
+'",
+            )
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        let lim = host.sh(As::Runner, &format!("prlimit --pid {pid} --nofile=4096:"));
+        assert!(lim.status.success(), "{lim:?}");
+        let t0 = Instant::now();
+        let out = client.join().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.trim(), "hello", "{out:?} {}", t.logs());
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    });
 }

@@ -180,6 +180,8 @@ pub struct Proxy {
     pending_forwards: Vec<u64>,
     /// Spliced flows that stopped at their batch limit (pumped again after the next poll).
     pending_splices: Vec<FlowId>,
+    /// TCP forwards whose accept ran out of descriptors (retried by [`Proxy::on_timer`]).
+    starved: Vec<u64>,
     /// Socket factory inside the guest's namespace (`--splice-forwards`).
     broker: Option<sys::nsbroker::Broker>,
     /// When [`Proxy::on_timer`] must run next at the latest, if sooner than it said last time
@@ -242,6 +244,7 @@ impl Proxy {
             guest_mac: None,
             pending_forwards: Vec::new(),
             pending_splices: Vec::new(),
+            starved: Vec::new(),
             broker,
             timer_due_ms: None,
         }
@@ -528,6 +531,14 @@ impl Proxy {
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
                             debug!("forward {fid}: accept: {e}");
+                            if crate::api::accept_starved(&e) && !self.starved.contains(&fid) {
+                                // Out of descriptors: the backlog's clients are accepted
+                                // again after ACCEPT_RETRY_MS (no edge will announce them).
+                                self.starved.push(fid);
+                                let due = now_ms + crate::api::ACCEPT_RETRY_MS;
+                                self.timer_due_ms =
+                                    Some(self.timer_due_ms.map_or(due, |t| t.min(due)));
+                            }
                             exhausted = true;
                             break;
                         }
@@ -677,6 +688,11 @@ impl Proxy {
     /// Expire idle UDP and ICMP flows and spliced connects that took too long. Returns the next
     /// time (ms) this wants to run.
     pub fn on_timer(&mut self, now_ms: u64) -> Option<u64> {
+        for fid in std::mem::take(&mut self.starved) {
+            if !self.pending_forwards.contains(&fid) {
+                self.pending_forwards.push(fid);
+            }
+        }
         let sessions = self.sessions.expire(now_ms);
         let (env, table, flows) = self.env(now_ms);
         let mut any = false;
