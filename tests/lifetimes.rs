@@ -214,3 +214,85 @@ print(c.recv(100).decode().strip())
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     });
 }
+
+/// Time tapir spends stopped (SIGSTOP, a frozen cgroup) does not count against its flows: the
+/// guest could not reach it meanwhile. A UDP flow that only talked to the DNS proxy expires
+/// after 10 s idle; stopped for 15 s, it must still be the same flow (the same host port)
+/// when tapir resumes.
+#[test]
+fn time_spent_stopped_does_not_expire_flows() {
+    let Some(host) = host() else { return };
+    require!(tool("python3"), "python3 not installed");
+    let _dns = port_echo_resolver(&host);
+    let (g, t) = host.start(&["-c"]);
+    let pid = t.pid().to_string();
+    let out = std::thread::scope(|s| {
+        let guest = s.spawn(|| {
+            g.ok("python3 -c '
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(b\"q\", (\"10.0.2.3\", 53))
+print(s.recv(64).decode(), flush=True)
+time.sleep(17)
+s.sendto(b\"q\", (\"10.0.2.3\", 53))
+print(s.recv(64).decode())
+'")
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let stop = host.sh(
+            As::Runner,
+            &format!("kill -STOP {pid} && sleep 15 && kill -CONT {pid}"),
+        );
+        assert!(stop.status.success(), "{stop:?}");
+        guest.join().unwrap()
+    });
+    let ports: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(ports.len(), 2, "{out} {}", t.logs());
+    assert_eq!(ports[0], ports[1], "the flow was replaced: {out}");
+}
+
+/// A "resolver" on the host's 127.0.0.1:53 (the private resolv.conf names it) that answers
+/// each datagram with the port it came from.
+fn port_echo_resolver(host: &HostNs) -> Bg {
+    let bg = host.spawn(
+        As::Runner,
+        "python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((\"127.0.0.1\", 53))
+while True:
+    d, peer = s.recvfrom(512)
+    s.sendto(str(peer[1]).encode(), peer)
+'",
+    );
+    host.wait_listening(53, true);
+    bg
+}
+
+/// A UDP flow that only talked to the DNS proxy ends about 10 s after its last datagram, even
+/// when it is the only flow (the expiry check used to be scheduled only while flows existed at
+/// the previous check, so it could come up to a minute late).
+#[test]
+fn a_dns_only_udp_flow_expires_on_time() {
+    let Some(host) = host() else { return };
+    require!(tool("python3"), "python3 not installed");
+    let _dns = port_echo_resolver(&host);
+    let dir = Scratch::new("dnsexpiry");
+    let sock = dir.path("api.sock");
+    let (g, _t) = host.start(&["-c", "--api-socket", sock.to_str().unwrap()]);
+    g.ok("python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.sendto(b\"q\", (\"10.0.2.3\", 53))
+s.recv(64)
+'");
+    let t0 = Instant::now();
+    let udp = || get_info(&sock)["return"]["flows"]["udp"].as_u64().unwrap();
+    assert_eq!(udp(), 1);
+    wait_until(Duration::from_secs(20), || udp() == 0);
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_secs(8), "expired after {took:?}");
+    assert!(took <= Duration::from_secs(13), "expired after {took:?}");
+}

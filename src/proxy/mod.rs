@@ -412,6 +412,7 @@ impl Proxy {
         };
         let (mut env, table, flows) = self.env(now_ms);
         let mut icmp_unavailable = false;
+        let created = env.counters.created;
         let route = match kind {
             Guest::TcpSyn { src, dst, packet } => {
                 if tcp::on_guest_syn(
@@ -464,6 +465,11 @@ impl Proxy {
             }
             Guest::Other => Route::Stack(None),
         };
+        if self.counters.created[1..] != created[1..] {
+            // A new UDP or echo flow: its expiry must be checked within EXPIRY_CHECK_MS, even
+            // if the last check, finding no such flow, asked for none.
+            self.due(now_ms + EXPIRY_CHECK_MS);
+        }
         if icmp_unavailable && !self.icmp_warned {
             warn!(
                 "ICMP echo to external hosts is unavailable: the host does not allow unprivileged \
@@ -511,9 +517,7 @@ impl Proxy {
                             };
                             self.broker = broker;
                             let Some(back) = spliced else {
-                                let due = now_ms + splice::CONNECT_TIMEOUT_MS;
-                                self.timer_due_ms =
-                                    Some(self.timer_due_ms.map_or(due, |t| t.min(due)));
+                                self.due(now_ms + splice::CONNECT_TIMEOUT_MS);
                                 continue;
                             };
                             stream = back;
@@ -535,9 +539,7 @@ impl Proxy {
                                 // Out of descriptors: the backlog's clients are accepted
                                 // again after ACCEPT_RETRY_MS (no edge will announce them).
                                 self.starved.push(fid);
-                                let due = now_ms + crate::api::ACCEPT_RETRY_MS;
-                                self.timer_due_ms =
-                                    Some(self.timer_due_ms.map_or(due, |t| t.min(due)));
+                                self.due(now_ms + crate::api::ACCEPT_RETRY_MS);
                             }
                             exhausted = true;
                             break;
@@ -677,6 +679,11 @@ impl Proxy {
     /// The earliest smoltcp deadline of any flow.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.work.next_deadline()
+    }
+
+    /// [`Proxy::on_timer`] must run at `at_ms` at the latest.
+    fn due(&mut self, at_ms: u64) {
+        self.timer_due_ms = Some(self.timer_due_ms.map_or(at_ms, |t| t.min(at_ms)));
     }
 
     /// A deadline set since the last [`Proxy::on_timer`] that may be sooner than the time it
