@@ -23,7 +23,10 @@
 //! reads from the host, an unwritable host socket leaves data in the smoltcp receive buffer,
 //! which shrinks the window advertised to the guest), then lets smoltcp transmit. So the cost of
 //! a wake-up follows the flows that have news, not the flows that exist.
-//! [`Proxy::on_timer`] expires idle UDP and ICMP flows.
+//! [`Proxy::on_timer`] expires idle UDP and ICMP flows. Destinations are checked by the
+//! translation rules before any host socket is made, and guest frames from sources the guest
+//! may not use are dropped on entry ([`Rules::guest_source_ok`]); under pressure a new flow
+//! reclaims the oldest unconfirmed one (`make_room`).
 //!
 //! Host sockets are registered with the runtime's mio registry under [`flow_token`] of their
 //! flow id; that is the only way this module touches the event loop.
@@ -692,8 +695,9 @@ impl Proxy {
         self.timer_due_ms.take()
     }
 
-    /// Expire idle UDP and ICMP flows and spliced connects that took too long. Returns the next
-    /// time (ms) this wants to run.
+    /// Expire idle UDP and ICMP flows and spliced connects that took too long, and retry the
+    /// forwards whose accept ran out of descriptors. Returns the next time (ms) this wants to
+    /// run.
     pub fn on_timer(&mut self, now_ms: u64) -> Option<u64> {
         for fid in std::mem::take(&mut self.starved) {
             if !self.pending_forwards.contains(&fid) {
