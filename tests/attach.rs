@@ -239,10 +239,7 @@ fn podman_argv_starts_and_configures() {
 fn rootless_as_plain_user() {
     let Some(host) = setup() else { return };
     require!(is_root(), "switching to the test user needs root");
-    require!(
-        test_user().is_some(),
-        "user {TEST_USER} does not exist (.ci/run creates it)"
-    );
+    require!(test_user().is_some(), "{}", no_test_user());
     let (uid, _) = test_user().unwrap();
     let g = host.guest(As::User);
     let pid = g.pid.to_string();
