@@ -60,10 +60,14 @@ read -r passed failed ignored < <(cat "$work"/*.log | awk '
         }
     }
     END { print p + 0, f + 0, g + 0 }')
-failures="$(cat "$work"/*.log | awk '
+failures="$(awk '
+    FNR == 1 { run = (FILENAME ~ /sandboxed/) ? " (with --enable-sandbox --enable-seccomp)" : "" }
     /^ *Running / { suite = ($2 == "unittests") ? $3 : $2; sub(/^.*\//, "", suite); sub(/\.rs$/, "", suite) }
     /^ *Doc-tests / { suite = "doc-tests " $2 }
-    /^test .* \.\.\. FAILED$/ { name = $0; sub(/^test /, "", name); sub(/ \.\.\. FAILED$/, "", name); print "  " suite "::" name }')"
+    /^test .* \.\.\. FAILED$/ {
+        name = $0; sub(/^test /, "", name); sub(/ \.\.\. FAILED$/, "", name)
+        print "  " suite "::" name run
+    }' "$work"/*.log)"
 # One line per skipped test and run (the same test skipped in both runs is two skips, as cargo
 # counted two passes).
 skipped="$(sort -u "$TAPIR_TEST_SKIP_FILE" | awk -F '\t' 'NF { print "  " $1 ": " $2 }')"
