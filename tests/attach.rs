@@ -592,3 +592,50 @@ fn path_mode_without_userns_path_says_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn run_passes_sigterm_on_and_serves_the_command_until_it_exits() {
+    let Some(host) = setup() else { return };
+    let dir = Scratch::new("runterm");
+    let out = dir.path("stdout");
+    // The command's SIGTERM handler still has a network, and its exit status is tapir's.
+    let script = "trap 'ping -c 1 -W 2 10.0.2.2 >/dev/null && echo cleanup-had-network; exit 3' \
+                  TERM; while :; do sleep 0.1; done";
+    let mut tapir = host
+        .cmd(As::Runner, shared_bin())
+        .arg("run")
+        .args(extra_args())
+        .args(["--", "sh", "-c", script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.path("stderr")).unwrap())
+        .spawn()
+        .expect("spawn tapir run");
+    // A `sleep` under the command: the trap is set.
+    wait_for_descendant(tapir.id(), "sleep");
+    std::process::Command::new("kill")
+        .args(["-TERM", &tapir.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(st) = tapir.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = tapir.kill();
+            let _ = tapir.wait();
+            panic!(
+                "tapir run did not exit after SIGTERM: {}",
+                read(&dir.path("stderr"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(3), "{}", read(&dir.path("stderr")));
+    assert!(
+        read(&out).contains("cleanup-had-network"),
+        "{}",
+        read(&dir.path("stderr"))
+    );
+}
