@@ -495,3 +495,63 @@ mod tempfile_path {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_pipe_is_not_a_tap() {
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let n = r.as_raw_fd();
+        let e = check_tap_fd(r, n).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("fd {n} is not a tap device (it is a pipe); {TAPFD_WANTED}")
+        );
+    }
+
+    #[test]
+    fn outbound_addresses_are_resolved_and_bind_checked() {
+        // Loopback exists in every network namespace, this test's included.
+        let ok = |o| usable_outbound(o, false).map_err(|e| e.to_string());
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(ok(Outbound::Addr(lo)), Ok(lo));
+        assert_eq!(ok(Outbound::Interface("lo".into())), Ok(lo));
+        let missing = ok(Outbound::Interface("nonexistent0".into())).unwrap_err();
+        assert!(
+            missing.starts_with(
+                "outbound-addr has to be valid ipv4 address or interface name.\ntapir: \
+                 --outbound-addr=nonexistent0: there is no network interface of that name"
+            ),
+            "{missing}"
+        );
+        // TEST-NET-2 (RFC 5737): documentation only, never a local address (unless this
+        // namespace lets sockets bind foreign addresses).
+        let nonlocal = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind");
+        if nonlocal.is_ok_and(|v| v.trim() != "0") {
+            return;
+        }
+        let foreign = ok(Outbound::Addr(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)))).unwrap_err();
+        assert!(
+            foreign.contains("198.51.100.7 is not an address of this host"),
+            "{foreign}"
+        );
+    }
+
+    #[test]
+    fn resolve_outbound_leaves_only_addresses() {
+        let cfg = Config::from_options(
+            crate::config::Options {
+                outbound_addr: Some("lo".into()),
+                ..Default::default()
+            },
+            false,
+        )
+        .unwrap();
+        let r = resolve_outbound(&cfg).unwrap();
+        assert_eq!(r.outbound_addr, Some(Outbound::Addr(Ipv4Addr::LOCALHOST)));
+        assert_eq!(r.outbound_addr6, None);
+    }
+}
