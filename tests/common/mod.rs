@@ -348,7 +348,9 @@ impl HostNs {
         let mut c = Command::new("nsenter");
         c.arg("-t").arg(self.pid.to_string()).args(["-n", "-m"]);
         if self.userns {
-            c.arg("-U");
+            // Keep our uid, which the namespace maps to its root: nsenter's own setgroups(2)
+            // would fail there (unshare -r denies it).
+            c.args(["-U", "--preserve-credentials"]);
         }
         if who == As::User {
             let (uid, gid) = test_user().expect("test user");
@@ -477,6 +479,11 @@ impl Guest {
         if own_userns {
             // Become the namespace's root (the owner's uid), so tools like ping can setuid.
             c.arg("-U");
+            if !is_root() {
+                // A plain runner's uid is already that root (unshare -r); nsenter's
+                // setgroups(2) would fail in a namespace that denies it.
+                c.arg("--preserve-credentials");
+            }
         }
         c.args(["sh", "-c", script])
             .stdin(Stdio::null())
