@@ -4,10 +4,12 @@
 //!
 //! Start-up follows slirp4netns's order (spec §4.1), because callers depend on it:
 //!
-//! 1. adopt the inherited `--ready-fd` / `--exit-fd` descriptors;
+//! 1. check `--outbound-addr[6]` (an interface name becomes its address, which must be bindable)
+//!    and adopt the inherited `--ready-fd` / `--exit-fd` descriptors;
 //! 2. obtain the tap: in a forked child that joined the target's user and network namespaces,
 //!    open `/dev/net/tun`, attach `TAPNAME` and (with `-c`) configure it, then pass the fd back
-//!    (`tapfd` mode adopts an inherited, already attached fd instead);
+//!    (`tapfd` mode adopts an inherited, already attached fd instead, after checking that it is
+//!    a tap and making it non-blocking);
 //! 3. print the banner (stdout, line-buffered, so it reaches log files);
 //! 4. build the stack and register everything with the event loop;
 //! 5. only then write the ready byte and close the ready fd, so a caller that sees it can use the
