@@ -52,6 +52,9 @@ use crate::sys;
 const EVENTS_CAPACITY: usize = 256;
 /// Longest sleep when nothing is scheduled (bounds the cost of any missed edge).
 const MAX_SLEEP: StdDuration = StdDuration::from_secs(60);
+/// How far a wait may overrun its timeout (a loaded host's scheduling delay) before the
+/// overrun counts as time the process spent stopped.
+const STOPPED_SLACK: StdDuration = StdDuration::from_secs(1);
 
 /// What an event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +157,8 @@ pub struct Runtime<'c> {
     /// waiting for it to exit.
     stopping: Option<(Signal, std::time::Instant)>,
     epoch: std::time::Instant,
+    /// Time the process spent stopped, left out of the runtime clock ([`Runtime::note_stopped`]).
+    stopped: StdDuration,
     tap_readable: bool,
     tap_writable: bool,
     next_expiry_ms: u64,
@@ -378,18 +383,38 @@ impl<'c> Runtime<'c> {
             child,
             stopping: None,
             epoch,
+            stopped: StdDuration::ZERO,
             tap_readable: true,
             tap_writable: true,
             next_expiry_ms: 0,
         })
     }
 
+    /// Time on the runtime clock: since start, less the time the process spent stopped.
+    fn elapsed(&self) -> StdDuration {
+        self.epoch.elapsed().saturating_sub(self.stopped)
+    }
+
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn now(&self) -> Instant {
-        Instant::from_micros(i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX))
+        Instant::from_micros(i64::try_from(self.elapsed().as_micros()).unwrap_or(i64::MAX))
+    }
+
+    /// A wait that was asked to last at most `asked` took `took`: if it overran by more than
+    /// [`STOPPED_SLACK`], the process was stopped meanwhile (SIGSTOP, a frozen cgroup), and
+    /// the overrun is left out of the runtime clock. The guest could not talk to tapir then,
+    /// so its flows' silence timers and idle expiries must not run on: a stopped helper
+    /// would otherwise reset every idle connection when it resumes.
+    fn note_stopped(&mut self, took: StdDuration, asked: Option<StdDuration>) {
+        let Some(asked) = asked else { return };
+        if took > asked + STOPPED_SLACK {
+            let lost = took - asked;
+            debug!("the process was stopped for about {lost:?}; the runtime clock skips it");
+            self.stopped += lost;
+        }
     }
 
     /// Run until an exit condition. Errors are fatal (the tap is gone, epoll failed).
@@ -405,7 +430,10 @@ impl<'c> Runtime<'c> {
         let mut timeout = Some(StdDuration::ZERO);
         let mut busy = BusyPoll::new(StdDuration::from_micros(u64::from(self.cfg.busy_poll_us)));
         loop {
-            match busy.wait(&mut self.poll, &mut events, timeout) {
+            let asleep = std::time::Instant::now();
+            let waited = busy.wait(&mut self.poll, &mut events, timeout);
+            self.note_stopped(asleep.elapsed(), timeout);
+            match waited {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::Poll(e)),
@@ -503,6 +531,15 @@ impl<'c> Runtime<'c> {
                 .on_timer(now_ms)
                 .unwrap_or(now_ms + MAX_SLEEP.as_millis() as u64);
         }
+        // API clients past their request deadline are closed; an accept that ran out of
+        // descriptors is tried again.
+        let mut api_due = None;
+        if let Some(api) = self.api.as_mut() {
+            api_due = api.due();
+            if api_due.is_some_and(|t| t <= now_ms) {
+                api_due = api.on_timer(self.poll.registry(), now_ms);
+            }
+        }
         self.flush_tap()?;
 
         // More frames wait in the tap: come back at once, unless we are holding back because the
@@ -527,6 +564,9 @@ impl<'c> Runtime<'c> {
         wait = wait.min(StdDuration::from_millis(
             self.next_expiry_ms.saturating_sub(now_ms),
         ));
+        if let Some(t) = api_due {
+            wait = wait.min(StdDuration::from_millis(t.saturating_sub(now_ms)));
+        }
         Ok(Some(wait))
     }
 

@@ -15,7 +15,8 @@
 //! `ECONNREFUSED` as it would on a real network.
 //!
 //! Flows expire after [`IDLE_TIMEOUT_MS`] without traffic, or [`DNS_TIMEOUT_MS`] for flows that
-//! only talked to the DNS proxy (libslirp's `SO_EXPIRE`/`SO_EXPIREFAST`).
+//! only talked to the DNS proxy (libslirp's `SO_EXPIRE`/`SO_EXPIREFAST`), or
+//! [`UNREPLIED_TIMEOUT_MS`] for flows that never got an answer (as conntrack).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -25,7 +26,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 
 use super::{flow_token, new_entry, Env, Flow as AnyFlow};
-use crate::nat::{FlowId, Key, Proto, Refusal, Table};
+use crate::nat::{FlowId, Key, Proto, Table};
 use crate::stack::emit::{Unreachable, L2};
 use crate::stack::Stack;
 use crate::sys;
@@ -34,6 +35,10 @@ use crate::sys;
 pub const IDLE_TIMEOUT_MS: u64 = 240_000;
 /// Idle lifetime of a flow that only talked to the DNS proxy (libslirp `SO_EXPIREFAST`, 10 s).
 pub const DNS_TIMEOUT_MS: u64 = 10_000;
+/// Idle lifetime of a flow that never got a reply (conntrack's `nf_conntrack_udp_timeout`,
+/// 30 s): a spray of datagrams to closed or silent ports holds its sockets for this long, not
+/// [`IDLE_TIMEOUT_MS`].
+pub const UNREPLIED_TIMEOUT_MS: u64 = 30_000;
 /// Destinations remembered per flow for mapping replies and errors back.
 pub const MAX_PEERS: usize = 8;
 
@@ -46,6 +51,8 @@ pub struct Flow {
     /// (host target, address the guest sent to), most recent last.
     peers: Vec<(SocketAddr, SocketAddr)>,
     only_dns: bool,
+    /// A datagram came back from the host side.
+    replied: bool,
     active_ms: u64,
 }
 
@@ -66,18 +73,8 @@ pub fn on_guest_datagram(
     let target = match env.rules.outbound(Proto::Udp, dst, &env.ns) {
         Ok(t) => t,
         Err(refusal) => {
-            env.counters.refused += 1;
-            debug!("udp {src} -> {dst} refused: {refusal}");
-            let kind = match refusal {
-                Refusal::HostLoopbackDisabled => Some(Unreachable::Net),
-                Refusal::NotDns => Some(Unreachable::Port),
-                Refusal::NoNameserver | Refusal::NotUnicast => None,
-            };
-            if let Some(kind) = kind {
-                let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
-                    stack.device.push_tx(f);
-                });
-            }
+            let what = format_args!("{src} -> {dst}");
+            super::refuse(env, stack, l2, Proto::Udp, refusal, what, packet);
             return;
         }
     };
@@ -135,6 +132,7 @@ fn create(
     key: Key,
     target: SocketAddr,
 ) -> Option<FlowId> {
+    super::make_room(env, table, flows, Proto::Udp);
     let id = match table.insert(new_entry(key, target, env.now_ms)) {
         Ok(id) => id,
         Err(full) => {
@@ -176,6 +174,7 @@ fn create(
             readable: false,
             peers: Vec::new(),
             only_dns: true,
+            replied: false,
             active_ms: env.now_ms,
         }),
     );
@@ -286,6 +285,7 @@ impl Flow {
         }
         if bytes > 0 {
             self.active_ms = env.now_ms;
+            self.replied = true;
         }
         table.account(id, 0, bytes, env.now_ms);
         false
@@ -295,6 +295,8 @@ impl Flow {
     pub fn expired(&self, now_ms: u64) -> bool {
         let limit = if self.only_dns {
             DNS_TIMEOUT_MS
+        } else if !self.replied {
+            UNREPLIED_TIMEOUT_MS
         } else {
             IDLE_TIMEOUT_MS
         };
