@@ -7,6 +7,8 @@
 //!
 //! 1. handle control events: exit fd hang-up, signals (`SIGTERM`, `SIGINT`, `SIGHUP` end the
 //!    process cleanly; `SIGCHLD` reaps the `tapir run` command), the target process exiting;
+//!    with a `tapir run` command, a first terminating signal is passed on to the command instead,
+//!    and the loop serves its network until it exits, for at most [`RUN_STOP_GRACE`];
 //! 2. read at most [`RX_BATCH`] frames from the tap (the tap stays marked readable until a read
 //!    returns `EAGAIN`, and the next poll then does not sleep), so a flooding guest cannot starve
 //!    other work; each goes through the virtual hosts and the proxies, and a TCP segment straight
@@ -151,6 +153,9 @@ pub struct Runtime<'c> {
     /// Kept open (and registered) for the loop's lifetime.
     _target: Option<OwnedFd>,
     child: Option<Pid>,
+    /// The terminating signal passed on to the `tapir run` command, and when to give up
+    /// waiting for it to exit.
+    stopping: Option<(Signal, std::time::Instant)>,
     epoch: std::time::Instant,
     /// Time the process spent stopped, left out of the runtime clock ([`Runtime::note_stopped`]).
     stopped: StdDuration,
@@ -233,6 +238,11 @@ impl BusyPoll {
 
 /// Signals that end the process cleanly.
 const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+/// How long `tapir run` keeps serving its command after passing a terminating signal on to it
+/// (the command then dies with tapir: `sys::userns` sets its parent-death signal). podman's
+/// default stop timeout.
+pub const RUN_STOP_GRACE: StdDuration = StdDuration::from_secs(10);
 
 /// What ends the runtime besides signals.
 #[derive(Debug, Default)]
@@ -371,6 +381,7 @@ impl<'c> Runtime<'c> {
             signals,
             _target: target,
             child,
+            stopping: None,
             epoch,
             stopped: StdDuration::ZERO,
             tap_readable: true,
@@ -487,6 +498,14 @@ impl<'c> Runtime<'c> {
                 }
             }
             timeout = self.service()?;
+            if let Some((sig, deadline)) = self.stopping {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    info!("the command did not exit within {RUN_STOP_GRACE:?} of {sig}; exiting");
+                    return Ok(Exit::Signal(sig));
+                }
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
         }
     }
 
@@ -690,6 +709,12 @@ impl<'c> Runtime<'c> {
                         continue;
                     };
                     if TERMINATING.contains(&sig) {
+                        if let (Some(child), None) = (self.child, self.stopping) {
+                            info!("received {sig}, passing it on to the command");
+                            let _ = nix::sys::signal::kill(child, sig);
+                            self.stopping = Some((sig, std::time::Instant::now() + RUN_STOP_GRACE));
+                            continue;
+                        }
                         info!("received {sig}, exiting");
                         return Some(Exit::Signal(sig));
                     }

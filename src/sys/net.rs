@@ -355,6 +355,11 @@ pub fn interface_addr(name: &str, v6: bool) -> io::Result<Option<IpAddr>> {
     Ok(found)
 }
 
+/// Whether this network namespace has an interface called `name` (`if_nametoindex`).
+pub fn interface_exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
