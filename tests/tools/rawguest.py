@@ -34,6 +34,7 @@ usage: rawguest.py [--dev tap0] [--max-secs S] [--seed N] COMMAND [ARGS]
                          synack / rst / icmp / udp / none
 """
 import argparse
+import errno
 import os
 import random
 import select
@@ -74,6 +75,10 @@ def ip6(a):
     return socket.inet_pton(socket.AF_INET6, a)
 
 
+class TapDown(Exception):
+    pass
+
+
 class Tap:
     def __init__(self, dev):
         self.dev = dev
@@ -90,6 +95,11 @@ class Tap:
         self.arp_for = set()  # spoofed IPv4 addresses this tool answers ARP for
         self.nd_for = set()  # spoofed IPv6 addresses this tool answers neighbour solicitations for
 
+    def gone(self, e):
+        """The interface went away (the helper under test died and took the tap with it)."""
+        if e.errno in (errno.ENETDOWN, errno.ENXIO, errno.ENODEV):
+            raise TapDown(self.sent)
+
     def send(self, frame):
         for _ in range(200):
             try:
@@ -98,7 +108,8 @@ class Tap:
                 return
             except BlockingIOError:
                 self.pump(0.005)
-            except OSError:
+            except OSError as e:
+                self.gone(e)
                 # EINVAL/EMSGSIZE for deliberately broken frames: counted, not fatal.
                 self.errors += 1
                 return
@@ -112,6 +123,9 @@ class Tap:
                 data, addr = self.s.recvfrom(70000)
             except (BlockingIOError, InterruptedError):
                 return out
+            except OSError as e:
+                self.gone(e)
+                raise
             if addr[2] == socket.PACKET_OUTGOING:
                 continue
             out.append(data)
@@ -494,11 +508,12 @@ def cmd_frags(t, args):
     while n < args.count and not deadline_passed(args, t0):
         ident = rnd.randrange(65536)
         payload = udp4(g, d, 40000 + n % 1000, args.port, b"F" * 3000)
-        kind = n % 5
-        if kind == 0:  # overlapping: the same range twice with different bytes, then the rest
+        kind = n % 5 if args.kind is None else args.kind
+        if kind == 0:  # overlapping: a range sent twice with different bytes, then the rest
             t.send(t.eth(ipv4(g, d, 17, payload[:1480], ident, MF)))
-            t.send(t.eth(ipv4(g, d, 17, b"Z" * 1480, ident, MF | 100)))  # overlaps 800..
-            t.send(t.eth(ipv4(g, d, 17, payload[1480:], ident, 185)))
+            t.send(t.eth(ipv4(g, d, 17, b"Z" * 1480, ident, MF | 100)))  # overlaps 800..2280
+            t.send(t.eth(ipv4(g, d, 17, payload[1480:2960], ident, MF | 185)))
+            t.send(t.eth(ipv4(g, d, 17, payload[2960:], ident, 370)))
         elif kind == 1:  # never completed: first fragment only
             t.send(t.eth(ipv4(g, d, 17, payload[:1480], ident, MF)))
         elif kind == 2:  # endless train: offsets growing past 64 KiB, never a last fragment
@@ -650,6 +665,7 @@ def main():
     s.add_argument("dst")
     s.add_argument("port", type=int)
     s.add_argument("count", type=int)
+    s.add_argument("--kind", type=int, help="only one kind of train (0-4, see cmd_frags)")
     s = sub.add_parser("spoof")
     s.add_argument("count", type=int)
     s = sub.add_parser("probe")
@@ -660,16 +676,20 @@ def main():
     args = p.parse_args()
     random.seed(args.seed)
     t = Tap(args.dev)
-    {
-        "malformed": cmd_malformed,
-        "tcpflags": cmd_tcpflags,
-        "synflood": cmd_synflood,
-        "synrst": cmd_synrst,
-        "udpflood": cmd_udpflood,
-        "frags": cmd_frags,
-        "spoof": cmd_spoof,
-        "probe": cmd_probe,
-    }[args.cmd](t, args)
+    try:
+        {
+            "malformed": cmd_malformed,
+            "tcpflags": cmd_tcpflags,
+            "synflood": cmd_synflood,
+            "synrst": cmd_synrst,
+            "udpflood": cmd_udpflood,
+            "frags": cmd_frags,
+            "spoof": cmd_spoof,
+            "probe": cmd_probe,
+        }[args.cmd](t, args)
+    except TapDown as e:
+        print("TAP DOWN (the helper died) after sent=%s" % e.args[0])
+        return 3
 
 
 if __name__ == "__main__":
