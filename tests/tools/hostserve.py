@@ -8,9 +8,12 @@ usage: hostserve.py MODE ADDR PORT [ARGS]
                        connection (ERROR is "-" for a clean EOF, else the errno name).
   udpburst N SIZE LOG  UDP: for each datagram received, send N datagrams of SIZE bytes back to
                        its sender as fast as send() allows; append "sent N" to LOG.
+  udpcount LOG         UDP: count the datagrams received; rewrite LOG with the count every
+                       0.2 s.
 """
 import errno
 import hashlib
+import os
 import socket
 import struct
 import sys
@@ -96,8 +99,30 @@ def udpburst(addr, port, n, size, log):
             f.write("sent %d\n" % sent)
 
 
+def udpcount(addr, port, log):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    u = socket.socket(fam, socket.SOCK_DGRAM)
+    u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    u.bind((addr, port))
+    u.settimeout(0.2)
+    n = 0
+    while True:
+        try:
+            u.recv(65535)
+            n += 1
+            continue
+        except socket.timeout:
+            pass
+        with open(log + ".tmp", "w") as f:
+            f.write("%d\n" % n)
+        os.replace(log + ".tmp", log)
+
+
 def main():
     mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode == "udpcount":
+        udpcount(addr, port, sys.argv[4])
+        return
     if mode == "udpburst":
         udpburst(addr, port, int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
         return
