@@ -29,9 +29,9 @@ usage: rawguest.py [--dev tap0] [--max-secs S] [--seed N] COMMAND [ARGS]
                          addresses, requests from other MACs), NDP (NA for fe80::2/fd00::2,
                          NS), router advertisements and DHCP (server replies from the guest,
                          DISCOVER/REQUEST floods with random client MACs)
-  probe DST PORT [--proto tcp|udp]
-                         one SYN (or a datagram) to DST:PORT; prints what came back within 1 s:
-                         synack / rst / icmp / udp / none
+  probe DST PORT [--proto tcp|udp] [--wait S]
+                         one SYN (or a datagram) to DST:PORT from a spoofed source; prints what
+                         came back within S seconds (default 3): synack / rst / icmp / udp / none
 """
 import argparse
 import errno
@@ -611,7 +611,8 @@ def cmd_probe(t, args):
             if is_icmp_error(f):
                 # Only errors quoting our probe (its source port in the quoted header).
                 if struct.pack("!H", sport) in f[42:]:
-                    seen = "icmp"
+                    print("icmp")  # a refusal is final
+                    return
                 continue
             if v6:
                 if len(f) < 58 or f[12:14] != b"\x86\xdd" or f[20] != proto:
@@ -672,7 +673,8 @@ def main():
     s.add_argument("dst")
     s.add_argument("port", type=int)
     s.add_argument("--proto", default="tcp")
-    s.add_argument("--wait", type=float, default=1.0)
+    s.add_argument("--wait", type=float, default=3.0,
+                   help="seconds to wait for an answer (the first answer may wait for neighbour discovery)")
     args = p.parse_args()
     random.seed(args.seed)
     t = Tap(args.dev)
