@@ -215,6 +215,9 @@ pub struct Table {
     refused: u64,
     /// Unconfirmed flows per protocol, oldest first: (creation time, id).
     unconfirmed: [BTreeSet<(u64, FlowId)>; 3],
+    /// Local ports of the UDP flows' host sockets (with how many flows hold each: sockets of
+    /// both families may share one), so the guest cannot address tapir's own sockets.
+    udp_ports: HashMap<u16, usize>,
 }
 
 fn proto_index(p: Proto) -> usize {
@@ -279,8 +282,51 @@ impl Table {
         let i = proto_index(e.key.proto);
         self.counts[i] -= 1;
         self.unconfirmed[i].remove(&(e.created_ms, id));
+        self.forget_udp_port(&e);
         self.free.push(id);
         Some(e)
+    }
+
+    /// Record the local address of flow `id`'s host socket.
+    pub fn set_host_local(&mut self, id: FlowId, local: Option<SocketAddr>) {
+        let Some(e) = self.slots.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let old = std::mem::replace(&mut e.host_local, local);
+        if e.key.proto == Proto::Udp {
+            let port = local.map(|a| a.port());
+            if old.map(|a| a.port()) != port {
+                if let Some(p) = old {
+                    self.release_udp_port(p.port());
+                }
+                if let Some(p) = port {
+                    *self.udp_ports.entry(p).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether `port` is the local port of one of the UDP flows' host sockets: a datagram the
+    /// guest sends there through the host's loopback would reach tapir itself.
+    pub fn is_own_udp_port(&self, port: u16) -> bool {
+        self.udp_ports.contains_key(&port)
+    }
+
+    fn forget_udp_port(&mut self, e: &Entry) {
+        if e.key.proto == Proto::Udp {
+            if let Some(a) = e.host_local {
+                self.release_udp_port(a.port());
+            }
+        }
+    }
+
+    fn release_udp_port(&mut self, port: u16) {
+        if let Some(n) = self.udp_ports.get_mut(&port) {
+            *n -= 1;
+            if *n == 0 {
+                self.udp_ports.remove(&port);
+            }
+        }
     }
 
     /// Set the state of flow `id`; a TCP flow leaving [`State::Connecting`] is confirmed.
@@ -907,6 +953,28 @@ mod tests {
         ] {
             assert!(r.guest_source_ok(good.parse().unwrap()), "{good}");
         }
+    }
+
+    #[test]
+    fn own_udp_ports_are_known_until_their_flow_goes() {
+        let mut t = Table::new();
+        let a = t.insert(entry(Key::udp(sa("10.0.2.100:5000")))).unwrap();
+        let b = t.insert(entry(Key::udp(sa("[fd00::5]:5000")))).unwrap();
+        let tcp = t
+            .insert(entry(Key::tcp(sa("10.0.2.100:1"), sa("10.0.2.2:2"))))
+            .unwrap();
+        t.set_host_local(a, Some(sa("0.0.0.0:40000")));
+        t.set_host_local(b, Some(sa("[::]:40000")));
+        t.set_host_local(tcp, Some(sa("127.0.0.1:40001")));
+        assert!(t.is_own_udp_port(40000));
+        assert!(!t.is_own_udp_port(40001), "TCP sockets take no datagrams");
+        t.remove(a);
+        assert!(t.is_own_udp_port(40000), "still held by the IPv6 flow");
+        t.set_host_local(b, Some(sa("[::]:40002")));
+        assert!(!t.is_own_udp_port(40000));
+        assert!(t.is_own_udp_port(40002));
+        t.remove(b);
+        assert!(!t.is_own_udp_port(40002));
     }
 
     #[test]

@@ -791,13 +791,13 @@ pub(crate) fn make_room(
 
 /// How the guest learns that the rules refused a flow of `proto`: an ICMP destination
 /// unreachable of this kind, or nothing. Nothing answers a broadcast or multicast destination
-/// (RFC 1122 3.2.2) or IPv6 while it is disabled (as slirp4netns without `-6`), and a UDP
-/// datagram for a missing nameserver is dropped as libslirp does.
+/// (RFC 1122 3.2.2) or IPv6 while it is disabled (as slirp4netns without `-6`). DNS without a
+/// nameserver gets port unreachable, so the guest's resolver fails at once (libslirp drops the
+/// query and lets it time out; Linux tells a UDP socket of port unreachable only).
 pub(crate) fn refusal_reply(refusal: Refusal, proto: Proto) -> Option<Unreachable> {
     match refusal {
         Refusal::HostLoopbackDisabled | Refusal::Reserved => Some(Unreachable::Net),
-        Refusal::NotDns if proto != Proto::Icmp => Some(Unreachable::Port),
-        Refusal::NoNameserver if proto == Proto::Tcp => Some(Unreachable::Net),
+        Refusal::NotDns | Refusal::NoNameserver if proto != Proto::Icmp => Some(Unreachable::Port),
         Refusal::NotDns | Refusal::NoNameserver | Refusal::NotUnicast | Refusal::Ipv6Disabled => {
             None
         }

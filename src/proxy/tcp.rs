@@ -7,7 +7,7 @@
 //! ```text
 //! guest SYN ──> Connecting: host connect() in flight, smoltcp SYN-RECEIVED with SYN-ACK paused
 //!   connect ok       ──> Open: SYN-ACK released, bytes flow both ways
-//!   ECONNREFUSED     ──> RST to the guest, flow removed
+//!   ECONNREFUSED     ──> RST to the guest, flow removed (also when out of descriptors)
 //!   EHOSTUNREACH     ──> ICMP host unreachable, flow removed
 //!   other error      ──> ICMP net unreachable, flow removed
 //! Open:
@@ -312,7 +312,12 @@ fn refuse_connect(
     e: &io::Error,
 ) -> bool {
     let kind = match e.raw_os_error() {
-        Some(libc::ECONNREFUSED) => return true,
+        // Refused, or tapir is out of descriptors or memory for a new socket (RLIMIT_NOFILE):
+        // a reset, so the guest's connect fails at once with ECONNREFUSED while its open
+        // flows go on.
+        Some(libc::ECONNREFUSED | libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            return true
+        }
         Some(libc::EHOSTUNREACH) => Unreachable::Host,
         _ => Unreachable::Net,
     };

@@ -26,7 +26,7 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 
 use super::{flow_token, new_entry, Env, Flow as AnyFlow};
-use crate::nat::{FlowId, Key, Proto, Table};
+use crate::nat::{FlowId, Key, Proto, Refusal, Table};
 use crate::stack::emit::{Unreachable, L2};
 use crate::stack::Stack;
 use crate::sys;
@@ -71,6 +71,14 @@ pub fn on_guest_datagram(
     packet: &[u8],
 ) {
     let target = match env.rules.outbound(Proto::Udp, dst, &env.ns) {
+        // To one of tapir's own flow sockets (a port of theirs at an address of this host):
+        // its datagrams would come back as "replies" from tapir itself and keep flows alive
+        // as answered. The address is only looked at when the port matches.
+        Ok(t) if table.is_own_udp_port(t.port()) && sys::net::is_local_addr(t.ip()) => {
+            let what = format_args!("{src} -> {dst}");
+            super::refuse(env, stack, l2, Proto::Udp, Refusal::Reserved, what, packet);
+            return;
+        }
         Ok(t) => t,
         Err(refusal) => {
             let what = format_args!("{src} -> {dst}");
@@ -109,6 +117,9 @@ pub fn on_guest_datagram(
             debug!("udp flow {id}: send to {target}: {e}");
             env.counters.dropped += 1;
             let kind = match e.raw_os_error() {
+                // The DNS proxy cannot reach its upstream: to the guest, N+3 does not serve
+                // DNS now (port unreachable is the one error a UDP socket is told of).
+                Some(_) if env.rules.is_dns(dst.ip()) => Some(Unreachable::Port),
                 Some(libc::ENETUNREACH) => Some(Unreachable::Net),
                 Some(libc::EHOSTUNREACH) => Some(Unreachable::Host),
                 Some(libc::ECONNREFUSED) => Some(Unreachable::Port),
@@ -159,9 +170,7 @@ fn create(
         table.remove(id);
         return None;
     }
-    if let Some(e) = table.get_mut(id) {
-        e.host_local = sock.local_addr().ok();
-    }
+    table.set_host_local(id, sock.local_addr().ok());
     env.counters.created[1] += 1;
     debug!("udp {}: new flow {id}", key.guest);
     super::Proxy::store_flow(
@@ -223,13 +232,18 @@ impl Flow {
     fn relay_errors(&mut self, env: &mut Env<'_>, stack: &mut Stack) {
         while let Ok(Some(err)) = sys::net::recv_error(&self.sock) {
             let Some(dst) = err.dst else { continue };
+            let guest_dst = self.guest_view(env, dst);
             let kind = match err.errno {
+                libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH
+                    if env.rules.is_dns(guest_dst.ip()) =>
+                {
+                    Unreachable::Port // as for a failed send to the upstream resolver
+                }
                 libc::ECONNREFUSED => Unreachable::Port,
                 libc::EHOSTUNREACH => Unreachable::Host,
                 libc::ENETUNREACH => Unreachable::Net,
                 _ => continue,
             };
-            let guest_dst = self.guest_view(env, dst);
             // Reconstruct the start of the guest's datagram to quote it.
             let mut quoted = Vec::new();
             let l2 = self.l2;

@@ -290,6 +290,13 @@ pub fn recv_error(s: &UdpSocket) -> io::Result<Option<IcmpError>> {
     }))
 }
 
+/// Whether `ip` is an address of this host (in tapir's network namespace): loopback, or one a
+/// socket can bind to (binding to any other fails with EADDRNOTAVAIL). Costs a socket, so it
+/// is for rare checks, not every packet.
+pub fn is_local_addr(ip: IpAddr) -> bool {
+    ip.is_loopback() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
 pub fn raise_fd_limit() -> io::Result<u64> {
     let mut rl = libc::rlimit {
