@@ -29,9 +29,14 @@ pub mod emit;
 pub mod reassembly;
 pub mod vhost;
 
+use std::net::Ipv4Addr;
+
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet};
 use smoltcp::time::Instant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr,
+};
 
 use crate::config::{ipv6, mac_for_v4, Config};
 use crate::device::{Queues, TapMode};
@@ -90,7 +95,33 @@ impl Stack {
         let verdict = self.vhost.on_guest_frame(frame, now_ms(now), &mut |reply| {
             device.push_tx(reply);
         });
+        if let Some((ip, mac)) = self.vhost.take_neighbor_hint() {
+            self.teach_neighbor(ip, mac, now);
+        }
         verdict == vhost::Verdict::ToStack
+    }
+
+    /// Fill smoltcp's neighbour cache with the guest's `ip` at `mac`, the way smoltcp learns
+    /// it from the guest: an ARP reply aimed at N+2 (smoltcp has no call to fill its cache).
+    fn teach_neighbor(&mut self, ip: Ipv4Addr, mac: EthernetAddress, now: Instant) {
+        let own = self.vhost.stack_mac();
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: mac,
+            source_protocol_addr: ip,
+            target_hardware_addr: own,
+            target_protocol_addr: self.vhost.gateway(),
+        };
+        let eth = EthernetRepr {
+            src_addr: mac,
+            dst_addr: own,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let mut frame = vec![0u8; eth.buffer_len() + arp.buffer_len()];
+        let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.emit(&mut f);
+        arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+        self.ingress(now, frame, None);
     }
 
     /// Hand `frame` to smoltcp at once, with `sockets` (a flow's) or, for a frame of no flow,
@@ -161,4 +192,108 @@ fn seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Options;
+    use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr};
+
+    const GUEST_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x64]);
+    const GUEST: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 100);
+
+    fn stack() -> Stack {
+        let cfg = Config::from_options(Options::default(), false).unwrap();
+        Stack::new(&cfg, TapMode::default(), Instant::ZERO)
+    }
+
+    fn arp_request(tpa: Ipv4Addr) -> Vec<u8> {
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: GUEST_MAC,
+            source_protocol_addr: GUEST,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: tpa,
+        };
+        let eth = EthernetRepr {
+            src_addr: GUEST_MAC,
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let mut frame = vec![0u8; 60];
+        let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.emit(&mut f);
+        arp.emit(&mut ArpPacket::new_unchecked(f.payload_mut()));
+        frame
+    }
+
+    fn syn_to(dst: Ipv4Addr, port: u16, own_mac: EthernetAddress) -> Vec<u8> {
+        let tcp = TcpRepr {
+            src_port: 40000,
+            dst_port: port,
+            control: TcpControl::Syn,
+            seq_number: smoltcp::wire::TcpSeqNumber(1),
+            ack_number: None,
+            window_len: 64240,
+            window_scale: None,
+            max_seg_size: Some(1460),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: GUEST,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: GUEST_MAC,
+            dst_addr: own_mac,
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let mut frame = vec![0u8; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
+        let mut f = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.emit(&mut f);
+        let caps = smoltcp::phy::ChecksumCapabilities::default();
+        let mut p = Ipv4Packet::new_unchecked(f.payload_mut());
+        ip.emit(&mut p, &caps);
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(p.payload_mut()),
+            &IpAddress::Ipv4(GUEST),
+            &IpAddress::Ipv4(dst),
+            &caps,
+        );
+        frame
+    }
+
+    fn ethertypes(stack: &mut Stack) -> Vec<EthernetProtocol> {
+        std::iter::from_fn(|| stack.device.pop_tx())
+            .map(|f| EthernetFrame::new_unchecked(&f[..]).ethertype())
+            .collect()
+    }
+
+    /// A guest that only ever asked for N+3 (the virtual hosts answer that, smoltcp never sees
+    /// it) gets smoltcp's answer to its first segment at once: smoltcp was told the guest's MAC,
+    /// instead of sending an ARP request and dropping the answer (the guest then retried a
+    /// second later).
+    #[test]
+    fn smoltcp_knows_the_guest_after_its_arp_for_the_dns_address() {
+        let mut s = stack();
+        let dns = Ipv4Addr::new(10, 0, 2, 3);
+        let mut arp = arp_request(dns);
+        assert!(!s.filter_guest_frame(&mut arp, Instant::ZERO));
+        assert_eq!(
+            ethertypes(&mut s),
+            [EthernetProtocol::Arp],
+            "the DNS host's ARP reply"
+        );
+        // No socket listens: smoltcp answers the SYN with RST, as IPv4, not with an ARP request.
+        let own = s.vhost.stack_mac();
+        s.ingress(Instant::ZERO, syn_to(dns, 80, own), None);
+        assert_eq!(ethertypes(&mut s), [EthernetProtocol::Ipv4]);
+    }
 }

@@ -173,6 +173,10 @@ pub struct VirtualHosts {
     counters: Counters,
     /// Reused buffer for building replies.
     scratch: Vec<u8>,
+    /// A guest (address, MAC) for smoltcp's neighbour cache, not yet taken.
+    neighbor_hint: Option<(Ipv4Addr, EthernetAddress)>,
+    /// The last hint taken.
+    hinted: Option<(Ipv4Addr, EthernetAddress)>,
 }
 
 impl VirtualHosts {
@@ -197,7 +201,14 @@ impl VirtualHosts {
             warned_guest_ra: false,
             counters: Counters::default(),
             scratch: Vec::new(),
+            neighbor_hint: None,
+            hinted: None,
         }
+    }
+
+    /// The gateway address N+2 (smoltcp's own).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.net.gateway()
     }
 
     /// Hardware address smoltcp must use ([`stack_mac`] of the network).
@@ -297,6 +308,14 @@ impl VirtualHosts {
         Verdict::Consumed
     }
 
+    /// A guest address and MAC that smoltcp's neighbour cache should learn, seen in an ARP
+    /// frame smoltcp does not get (each pair once).
+    pub fn take_neighbor_hint(&mut self) -> Option<(Ipv4Addr, EthernetAddress)> {
+        let hint = self.neighbor_hint.take()?;
+        self.hinted = Some(hint);
+        Some(hint)
+    }
+
     fn learn_guest_mac(&mut self, mac: EthernetAddress) {
         if !mac.is_unicast() || mac == EthernetAddress([0; 6]) || mac == self.mac {
             return;
@@ -350,6 +369,13 @@ impl VirtualHosts {
         }
         if self.is_guest_ip(spa) {
             self.learn_guest_mac(sha);
+            // smoltcp learns the guest's address only from ARP aimed at N+2. ARP for N+3 and
+            // announcements stop here, so it is told (Stack::filter_guest_frame): otherwise its
+            // first answer to a guest that never asked for N+2 (a SYN-ACK or a RST from N+3)
+            // waits for an ARP exchange and is lost, and the guest retries a second later.
+            if tpa != self.net.gateway() && self.hinted != Some((spa, sha)) {
+                self.neighbor_hint = Some((spa, sha));
+            }
         }
         if spa == tpa {
             // Gratuitous ARP / announcement: nothing to answer.
