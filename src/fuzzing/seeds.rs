@@ -411,6 +411,11 @@ fn api() -> Vec<Vec<u8>> {
     ];
     let mut out: Vec<Vec<u8>> = reqs.iter().map(|r| r.to_vec()).collect();
     out.push(reqs.join(&0xffu8));
+    // Fills the server's whole buffer: "too large message".
+    let mut big = br#"{"execute": "list_hostfwd", "pad": ""#.to_vec();
+    big.resize(crate::api::proto::MAX_REQUEST + 10, b'a');
+    big.extend_from_slice(br#""}"#);
+    out.push(big);
     out
 }
 
