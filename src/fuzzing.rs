@@ -35,7 +35,8 @@
 //! nothing can leave the machine whatever the bug. [`confine`] puts the calling thread there
 //! (`unshare(CLONE_NEWNET)` as root; `CLONE_NEWUSER | CLONE_NEWNET` otherwise, which needs a
 //! single-threaded process, true in a fuzz target's init) or accepts a thread that is already in
-//! such a namespace (`unshare -rn cargo fuzz run ...`), and brings `lo` up. The socket-touching
+//! such a namespace (`unshare -rn cargo fuzz run ...`), brings `lo` up and allows ICMP "ping"
+//! sockets there (so echo requests reach the ICMP proxy's host socket). The socket-touching
 //! entry points panic if the thread is not confined, so they cannot be misused. Binding the
 //! host sockets to loopback instead was considered and rejected: the kernel refuses an IPv4
 //! route from 127.0.0.1 to a foreign address, but sends IPv6 packets from ::1 out of any
@@ -141,6 +142,13 @@ pub fn confine() -> Result<(), String> {
         }
     }
     crate::sys::ifconfig::set_up("lo").map_err(|e| format!("cannot bring lo up: {e}"))?;
+    // A new namespace allows no ICMP "ping" sockets (net.ipv4.ping_group_range is "1 0"):
+    // allow them here, so the ICMP echo proxy gets past its socket. Best effort: in a user
+    // namespace only the mapped group can be named.
+    let ping = "/proc/sys/net/ipv4/ping_group_range";
+    if std::fs::write(ping, "0 2147483647").is_err() {
+        let _ = std::fs::write(ping, "0 0");
+    }
     CONFINED.with(|c| c.set(true));
     Ok(())
 }
