@@ -4,10 +4,12 @@
 //!
 //! Start-up follows slirp4netns's order (spec §4.1), because callers depend on it:
 //!
-//! 1. adopt the inherited `--ready-fd` / `--exit-fd` descriptors;
+//! 1. check `--outbound-addr[6]` (an interface name becomes its address, which must be bindable)
+//!    and adopt the inherited `--ready-fd` / `--exit-fd` descriptors;
 //! 2. obtain the tap: in a forked child that joined the target's user and network namespaces,
 //!    open `/dev/net/tun`, attach `TAPNAME` and (with `-c`) configure it, then pass the fd back
-//!    (`tapfd` mode adopts an inherited, already attached fd instead);
+//!    (`tapfd` mode adopts an inherited, already attached fd instead, after checking that it is
+//!    a tap and making it non-blocking);
 //! 3. print the banner (stdout, line-buffered, so it reaches log files);
 //! 4. build the stack and register everything with the event loop;
 //! 5. only then write the ready byte and close the ready fd, so a caller that sees it can use the
@@ -22,12 +24,13 @@
 //! Must run single-threaded until step 4 (see [`crate::sys::netns`]).
 
 use std::ffi::OsString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use log::{debug, info, warn};
 
-use crate::config::{format_mac, Config, Target};
+use crate::config::{format_mac, Config, ConfigError, Outbound, Target};
 use crate::device::{vnet, TapMode};
 use crate::error::Error;
 use crate::runtime::{Exit, Runtime, Watch};
@@ -73,20 +76,178 @@ fn namespaces(cfg: &Config, target: &Target) -> Namespaces {
     }
 }
 
+/// What a caller must give with `--netns-type=tapfd`.
+const TAPFD_WANTED: &str =
+    "pass a /dev/net/tun descriptor attached with ioctl(TUNSETIFF) and IFF_TAP | IFF_NO_PI";
+
+/// Check an inherited tap descriptor (`--netns-type=tapfd`) before anything is printed: it must
+/// be a tap (`TUNGETIFF` answers, with `IFF_TAP`). Whether it was attached with `IFF_NO_PI`
+/// cannot be checked: `TUNGETIFF` reports `IFF_NOFILTER`, the same bit, for every descriptor
+/// without a socket filter. Then make it non-blocking: callers may pass one opened without
+/// `O_NONBLOCK`, on which a read would block the event loop for good (slirp4netns polls before
+/// each single read, so it copes).
+fn check_tap_fd(fd: OwnedFd, n: RawFd) -> Result<OwnedFd, Error> {
+    let flags = match sys::tap::flags(fd.as_fd()) {
+        Ok(f) => f,
+        Err(e) if e.raw_os_error() == Some(libc::EBADFD) => {
+            return Err(Error::Attach(format!(
+                "fd {n} is a /dev/net/tun descriptor not attached to any device; {TAPFD_WANTED}"
+            )))
+        }
+        Err(_) => {
+            return Err(Error::Attach(format!(
+                "fd {n} is not a tap device (it is {}); {TAPFD_WANTED}",
+                sys::fd::describe(fd.as_fd())
+            )))
+        }
+    };
+    if flags & libc::IFF_TAP == 0 {
+        return Err(Error::Attach(format!(
+            "fd {n} is not a tap device (it is a tun device, which carries IP packets, not \
+             Ethernet frames); {TAPFD_WANTED}"
+        )));
+    }
+    match sys::fd::set_nonblocking(fd.as_fd()) {
+        Ok(true) => debug!("tap fd {n} was blocking; made it non-blocking"),
+        Ok(false) => {}
+        Err(e) => {
+            return Err(Error::Attach(format!(
+                "fd {n}: cannot make it non-blocking: {e}"
+            )))
+        }
+    }
+    Ok(fd)
+}
+
+/// Add what to do to the errors a plain user most often meets while attaching. The first line
+/// stays slirp4netns's message.
+fn attach_hint(cfg: &Config, target: &Target, msg: String) -> String {
+    let hint = if msg.starts_with("setns(CLONE_NEWNET): Operation not permitted") {
+        match target {
+            Target::Path(_) if cfg.userns_path.is_none() => {
+                "joining a network namespace needs privileges in the user namespace that owns \
+                 it, and --netns-type=path joins no user namespace unless --userns-path names it: \
+                 add --userns-path=/proc/PID/ns/user of a process in the container"
+            }
+            _ => {
+                "joining a network namespace needs privileges in the user namespace that owns \
+                 it: run tapir as the user who created that user namespace and, if it is not \
+                 the one --userns-path or the target process names, name it with --userns-path"
+            }
+        }
+    } else if msg.starts_with("/proc/") && msg.ends_with(": Permission denied") {
+        "the target process belongs to another user: run tapir as that user"
+    } else if msg.starts_with("open(\"/dev/net/tun\"): No such file or directory") {
+        "this kernel has no tun device: load the module (modprobe tun)"
+    } else if msg.starts_with("open(\"/dev/net/tun\"): Permission denied") {
+        "this user may not open /dev/net/tun: it needs mode 0666 (the usual setting)"
+    } else {
+        return msg;
+    };
+    format!("{msg}\ntapir: {hint}")
+}
+
 /// Get the tap fd for `cfg.target`.
 fn obtain_tap(cfg: &Config, target: &Target) -> Result<OwnedFd, Error> {
     let Some((userns, netns)) = namespaces(cfg, target) else {
         let Target::TapFd(fd) = target else {
             unreachable!("only a tap fd target has no namespaces")
         };
-        return sys::fd::adopt(*fd)
-            .ok_or_else(|| Error::Attach(format!("tap fd {fd} is not open")));
+        let owned = sys::fd::adopt(*fd).ok_or_else(|| {
+            Error::Attach(format!(
+                "fd {fd} is not open: tapir must inherit the tap descriptor; {TAPFD_WANTED}"
+            ))
+        })?;
+        return check_tap_fd(owned, *fd);
     };
     let fd =
         sys::netns::call_in_namespaces(userns.as_deref(), &netns, || open_tap_in_namespace(cfg))
-            .map_err(Error::Attach)?;
+            .map_err(|e| Error::Attach(attach_hint(cfg, target, e)))?;
     debug!("received tapfd={}", fd.as_raw_fd());
     Ok(fd)
+}
+
+/// `--outbound-addr` and `--outbound-addr6`, checked before anything starts, as slirp4netns
+/// does: an interface name becomes the interface's first address of the family (in tapir's own
+/// network namespace, where the outbound sockets live), and the address must be one this host's
+/// sockets can be bound to. slirp4netns refuses a missing interface or one without such an
+/// address with the messages below; it starts with an address that is not the host's and then
+/// fails every outbound connection, where tapir refuses to start. Returns the configuration
+/// with literal addresses only.
+fn resolve_outbound(cfg: &Config) -> Result<Config, Error> {
+    let mut out = cfg.clone();
+    if let Some(o) = &cfg.outbound_addr {
+        let ip = usable_outbound(o.clone().map(IpAddr::V4), false)?;
+        let IpAddr::V4(v4) = ip else {
+            unreachable!("an IPv4 lookup gives an IPv4 address")
+        };
+        out.outbound_addr = Some(Outbound::Addr(v4));
+    }
+    if let Some(o) = &cfg.outbound_addr6 {
+        let ip = usable_outbound(o.clone().map(IpAddr::V6), true)?;
+        let IpAddr::V6(v6) = ip else {
+            unreachable!("an IPv6 lookup gives an IPv6 address")
+        };
+        out.outbound_addr6 = Some(Outbound::Addr(v6));
+    }
+    Ok(out)
+}
+
+/// One outbound address: resolved and bindable, or slirp4netns's message plus the reason.
+fn usable_outbound(o: Outbound<IpAddr>, v6: bool) -> Result<IpAddr, Error> {
+    let (flag, family, first) = if v6 {
+        ("--outbound-addr6", "IPv6", ConfigError::OutboundAddr6)
+    } else {
+        ("--outbound-addr", "IPv4", ConfigError::OutboundAddr)
+    };
+    let refuse =
+        |value: &str, why: String| Error::Attach(format!("{first}\ntapir: {flag}={value}: {why}"));
+    let (ip, value) = match o {
+        Outbound::Addr(ip) => (ip, ip.to_string()),
+        Outbound::Interface(name) => {
+            if !sys::net::interface_exists(&name) {
+                return Err(refuse(
+                    &name,
+                    format!(
+                        "there is no network interface of that name here; name one that \
+                         `ip link` lists, or give an {family} address of this host"
+                    ),
+                ));
+            }
+            match sys::net::interface_addr(&name, v6) {
+                Ok(Some(ip)) => (ip, name),
+                Ok(None) => {
+                    return Err(refuse(
+                        &name,
+                        format!(
+                            "the interface has no {family} address; give one that has, or an \
+                             {family} address of this host"
+                        ),
+                    ))
+                }
+                Err(e) => {
+                    return Err(refuse(&name, format!("cannot list its addresses: {e}")));
+                }
+            }
+        }
+    };
+    // The same bind every outbound socket will make: if it fails now, every flow would.
+    if let Err(e) = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)) {
+        let what = if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) {
+            format!(
+                "{ip} is not an address of this host ({}); give one that `ip addr` lists",
+                sys::netns::strip_os_error(&e)
+            )
+        } else {
+            format!(
+                "cannot bind a socket to {ip} ({})",
+                sys::netns::strip_os_error(&e)
+            )
+        };
+        return Err(refuse(&value, what));
+    }
+    debug!("{flag}: outbound sockets are bound to {ip}");
+    Ok(ip)
 }
 
 fn banner(cfg: &Config) {
@@ -234,6 +395,7 @@ fn serve(
 
 /// slirp4netns mode: attach to `cfg.target` and serve. Returns the exit status.
 pub fn attach(cfg: &Config) -> Result<i32, Error> {
+    let cfg = &resolve_outbound(cfg)?;
     let inherited = adopt_inherited(cfg);
     let target = cfg
         .target
@@ -265,6 +427,7 @@ fn write_run_resolv_conf(cfg: &Config) -> Option<tempfile_path::TempPath> {
 
 /// `tapir run`: make namespaces, run `argv` in them with networking, return its status.
 pub fn run(cfg: &Config, argv: &[OsString]) -> Result<i32, Error> {
+    let cfg = &resolve_outbound(cfg)?;
     let inherited = adopt_inherited(cfg);
     let resolv = write_run_resolv_conf(cfg);
     let child = sys::userns::spawn_isolated(argv, resolv.as_ref().map(|r| r.path()))
@@ -332,5 +495,65 @@ mod tempfile_path {
         fn drop(&mut self) {
             let _ = std::fs::remove_file(&self.0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_pipe_is_not_a_tap() {
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        let n = r.as_raw_fd();
+        let e = check_tap_fd(r, n).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("fd {n} is not a tap device (it is a pipe); {TAPFD_WANTED}")
+        );
+    }
+
+    #[test]
+    fn outbound_addresses_are_resolved_and_bind_checked() {
+        // Loopback exists in every network namespace, this test's included.
+        let ok = |o| usable_outbound(o, false).map_err(|e| e.to_string());
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(ok(Outbound::Addr(lo)), Ok(lo));
+        assert_eq!(ok(Outbound::Interface("lo".into())), Ok(lo));
+        let missing = ok(Outbound::Interface("nonexistent0".into())).unwrap_err();
+        assert!(
+            missing.starts_with(
+                "outbound-addr has to be valid ipv4 address or interface name.\ntapir: \
+                 --outbound-addr=nonexistent0: there is no network interface of that name"
+            ),
+            "{missing}"
+        );
+        // TEST-NET-2 (RFC 5737): documentation only, never a local address (unless this
+        // namespace lets sockets bind foreign addresses).
+        let nonlocal = std::fs::read_to_string("/proc/sys/net/ipv4/ip_nonlocal_bind");
+        if nonlocal.is_ok_and(|v| v.trim() != "0") {
+            return;
+        }
+        let foreign = ok(Outbound::Addr(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)))).unwrap_err();
+        assert!(
+            foreign.contains("198.51.100.7 is not an address of this host"),
+            "{foreign}"
+        );
+    }
+
+    #[test]
+    fn resolve_outbound_leaves_only_addresses() {
+        let cfg = Config::from_options(
+            crate::config::Options {
+                outbound_addr: Some("lo".into()),
+                ..Default::default()
+            },
+            false,
+        )
+        .unwrap();
+        let r = resolve_outbound(&cfg).unwrap();
+        assert_eq!(r.outbound_addr, Some(Outbound::Addr(Ipv4Addr::LOCALHOST)));
+        assert_eq!(r.outbound_addr6, None);
     }
 }

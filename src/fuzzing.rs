@@ -683,7 +683,7 @@ pub fn api_request(data: &[u8]) {
         }
         let mut reply = Vec::new();
         let _ = client.read_to_end(&mut reply);
-        server.on_timer(now_ms);
+        server.on_timer(poll.registry(), now_ms);
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);

@@ -7,6 +7,8 @@
 //!
 //! 1. handle control events: exit fd hang-up, signals (`SIGTERM`, `SIGINT`, `SIGHUP` end the
 //!    process cleanly; `SIGCHLD` reaps the `tapir run` command), the target process exiting;
+//!    with a `tapir run` command, a first terminating signal is passed on to the command instead,
+//!    and the loop serves its network until it exits, for at most [`RUN_STOP_GRACE`];
 //! 2. read at most [`RX_BATCH`] frames from the tap (the tap stays marked readable until a read
 //!    returns `EAGAIN`, and the next poll then does not sleep), so a flooding guest cannot starve
 //!    other work; each goes through the virtual hosts and the proxies, and a TCP segment straight
@@ -50,6 +52,9 @@ use crate::sys;
 const EVENTS_CAPACITY: usize = 256;
 /// Longest sleep when nothing is scheduled (bounds the cost of any missed edge).
 const MAX_SLEEP: StdDuration = StdDuration::from_secs(60);
+/// How far a wait may overrun its timeout (a loaded host's scheduling delay) before the
+/// overrun counts as time the process spent stopped.
+const STOPPED_SLACK: StdDuration = StdDuration::from_secs(1);
 
 /// What an event belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +153,12 @@ pub struct Runtime<'c> {
     /// Kept open (and registered) for the loop's lifetime.
     _target: Option<OwnedFd>,
     child: Option<Pid>,
+    /// The terminating signal passed on to the `tapir run` command, and when to give up
+    /// waiting for it to exit.
+    stopping: Option<(Signal, std::time::Instant)>,
     epoch: std::time::Instant,
+    /// Time the process spent stopped, left out of the runtime clock ([`Runtime::note_stopped`]).
+    stopped: StdDuration,
     tap_readable: bool,
     tap_writable: bool,
     next_expiry_ms: u64,
@@ -228,6 +238,11 @@ impl BusyPoll {
 
 /// Signals that end the process cleanly.
 const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
+
+/// How long `tapir run` keeps serving its command after passing a terminating signal on to it
+/// (the command then dies with tapir: `sys::userns` sets its parent-death signal). podman's
+/// default stop timeout.
+pub const RUN_STOP_GRACE: StdDuration = StdDuration::from_secs(10);
 
 /// What ends the runtime besides signals.
 #[derive(Debug, Default)]
@@ -366,19 +381,40 @@ impl<'c> Runtime<'c> {
             signals,
             _target: target,
             child,
+            stopping: None,
             epoch,
+            stopped: StdDuration::ZERO,
             tap_readable: true,
             tap_writable: true,
             next_expiry_ms: 0,
         })
     }
 
+    /// Time on the runtime clock: since start, less the time the process spent stopped.
+    fn elapsed(&self) -> StdDuration {
+        self.epoch.elapsed().saturating_sub(self.stopped)
+    }
+
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn now(&self) -> Instant {
-        Instant::from_micros(i64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(i64::MAX))
+        Instant::from_micros(i64::try_from(self.elapsed().as_micros()).unwrap_or(i64::MAX))
+    }
+
+    /// A wait that was asked to last at most `asked` took `took`: if it overran by more than
+    /// [`STOPPED_SLACK`], the process was stopped meanwhile (SIGSTOP, a frozen cgroup), and
+    /// the overrun is left out of the runtime clock. The guest could not talk to tapir then,
+    /// so its flows' silence timers and idle expiries must not run on: a stopped helper
+    /// would otherwise reset every idle connection when it resumes.
+    fn note_stopped(&mut self, took: StdDuration, asked: Option<StdDuration>) {
+        let Some(asked) = asked else { return };
+        if took > asked + STOPPED_SLACK {
+            let lost = took - asked;
+            debug!("the process was stopped for about {lost:?}; the runtime clock skips it");
+            self.stopped += lost;
+        }
     }
 
     /// Run until an exit condition. Errors are fatal (the tap is gone, epoll failed).
@@ -394,7 +430,10 @@ impl<'c> Runtime<'c> {
         let mut timeout = Some(StdDuration::ZERO);
         let mut busy = BusyPoll::new(StdDuration::from_micros(u64::from(self.cfg.busy_poll_us)));
         loop {
-            match busy.wait(&mut self.poll, &mut events, timeout) {
+            let asleep = std::time::Instant::now();
+            let waited = busy.wait(&mut self.poll, &mut events, timeout);
+            self.note_stopped(asleep.elapsed(), timeout);
+            match waited {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Error::Poll(e)),
@@ -459,6 +498,14 @@ impl<'c> Runtime<'c> {
                 }
             }
             timeout = self.service()?;
+            if let Some((sig, deadline)) = self.stopping {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    info!("the command did not exit within {RUN_STOP_GRACE:?} of {sig}; exiting");
+                    return Ok(Exit::Signal(sig));
+                }
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
         }
     }
 
@@ -484,6 +531,15 @@ impl<'c> Runtime<'c> {
                 .on_timer(now_ms)
                 .unwrap_or(now_ms + MAX_SLEEP.as_millis() as u64);
         }
+        // API clients past their request deadline are closed; an accept that ran out of
+        // descriptors is tried again.
+        let mut api_due = None;
+        if let Some(api) = self.api.as_mut() {
+            api_due = api.due();
+            if api_due.is_some_and(|t| t <= now_ms) {
+                api_due = api.on_timer(self.poll.registry(), now_ms);
+            }
+        }
         self.flush_tap()?;
 
         // More frames wait in the tap: come back at once, unless we are holding back because the
@@ -508,6 +564,9 @@ impl<'c> Runtime<'c> {
         wait = wait.min(StdDuration::from_millis(
             self.next_expiry_ms.saturating_sub(now_ms),
         ));
+        if let Some(t) = api_due {
+            wait = wait.min(StdDuration::from_millis(t.saturating_sub(now_ms)));
+        }
         Ok(Some(wait))
     }
 
@@ -650,6 +709,12 @@ impl<'c> Runtime<'c> {
                         continue;
                     };
                     if TERMINATING.contains(&sig) {
+                        if let (Some(child), None) = (self.child, self.stopping) {
+                            info!("received {sig}, passing it on to the command");
+                            let _ = nix::sys::signal::kill(child, sig);
+                            self.stopping = Some((sig, std::time::Instant::now() + RUN_STOP_GRACE));
+                            continue;
+                        }
                         info!("received {sig}, exiting");
                         return Some(Exit::Signal(sig));
                     }

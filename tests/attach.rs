@@ -239,10 +239,7 @@ fn podman_argv_starts_and_configures() {
 fn rootless_as_plain_user() {
     let Some(host) = setup() else { return };
     require!(is_root(), "switching to the test user needs root");
-    require!(
-        test_user().is_some(),
-        "user {TEST_USER} does not exist (.ci/run creates it)"
-    );
+    require!(test_user().is_some(), "{}", no_test_user());
     let (uid, _) = test_user().unwrap();
     let g = host.guest(As::User);
     let pid = g.pid.to_string();
@@ -384,4 +381,261 @@ fn run_gives_the_command_a_network_and_returns_its_status() {
         assert!(out.status.success(), "rootless run: {out:?}");
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("0\n"));
     }
+}
+
+/// Start tapir with `--netns-type=tapfd 5`, fd 5 being the tap `tap0` in `g`, opened the way
+/// simple callers do: `open("/dev/net/tun", O_RDWR)`, blocking, then `TUNSETIFF` with
+/// `IFF_TAP | IFF_NO_PI`. The helper runs in the host namespace (as its root when the runner is
+/// a plain user, which owns the guest's user namespace), enters the guest's network namespace
+/// for the `TUNSETIFF`, returns and execs tapir.
+fn spawn_on_blocking_tap_fd(host: &HostNs, g: &Guest) -> Tapir {
+    let dir = Scratch::new("tapfd");
+    let tapir = format!(
+        "exec {}{} {} -r 3 --netns-type=tapfd 5 3>{}",
+        std::env::var("TAPIR_TEST_WRAP")
+            .map(|w| w + " ")
+            .unwrap_or_default(),
+        shell_quote(&shared_bin().to_string_lossy()),
+        extra_args().join(" "),
+        shell_quote(&dir.path("ready").to_string_lossy())
+    );
+    let helper = format!(
+        r#"
+import ctypes, fcntl, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+def setns(fd):
+    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+home = os.open("/proc/self/ns/net", os.O_RDONLY)
+guest = os.open("/proc/{guest}/ns/net", os.O_RDONLY)
+setns(guest)
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH22x", b"tap0", 0x0002 | 0x1000))
+setns(home)
+os.close(home)
+os.close(guest)
+if fd != 5:
+    os.dup2(fd, 5)
+    os.close(fd)
+os.set_inheritable(5, True)
+os.execvp("sh", ["sh", "-c", {tapir:?}])
+"#,
+        guest = g.pid
+    );
+    let child = host
+        .cmd(As::Runner, "python3")
+        .args(["-c", &helper])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.path("stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.path("stderr")).unwrap())
+        .spawn()
+        .expect("spawn the tap fd helper");
+    Tapir { child, dir }
+}
+
+#[test]
+fn blocking_tap_fd_carries_traffic_and_sigterm_ends_it() {
+    let Some(host) = setup() else { return };
+    require!(tool("python3"), "python3 not installed");
+    let g = host.guest(As::Runner);
+    let mut t = spawn_on_blocking_tap_fd(&host, &g);
+    t.wait_ready();
+    g.ok(
+        "ip link set lo up && ip link set tap0 up && ip addr add 10.0.2.100/24 dev tap0 && \
+          ip route add default via 10.0.2.2",
+    );
+    g.ok("ping -c 3 -i 0.2 -W 2 10.0.2.2");
+    // The event loop must not be stuck in a read of the tap: SIGTERM ends tapir at once.
+    std::process::Command::new("kill")
+        .args(["-TERM", &t.pid().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(
+        t.wait_exit(Duration::from_secs(5)),
+        Some(Some(0)),
+        "{}",
+        t.logs()
+    );
+}
+
+/// The state letter of a process (`/proc/PID/stat`), `None` once it is reaped.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (comm) S ...": the state follows the last ')'.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+#[test]
+fn run_command_dies_when_tapir_is_killed() {
+    let Some(host) = setup() else { return };
+    let mut tapir = host
+        .cmd(As::Runner, shared_bin())
+        .arg("run")
+        .args(extra_args())
+        .args(["--", "sleep", "1000"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn tapir run");
+    // nsenter execs tapir, which forks the command and lets it exec once the network is up.
+    let cmd = wait_for_descendant(tapir.id(), "sleep");
+    let _ = tapir.kill(); // SIGKILL: no chance to clean up
+    let _ = tapir.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while matches!(proc_state(cmd), Some(s) if s != 'Z') {
+        if std::time::Instant::now() > deadline {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &cmd.to_string()])
+                .status();
+            panic!("the command (pid {cmd}) outlived tapir by 5 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn unusable_outbound_addr_is_refused_at_start() {
+    let Some(host) = setup() else { return };
+    let g = host.guest(As::Runner);
+    let pid = g.pid.to_string();
+    let v4 = "outbound-addr has to be valid ipv4 address or interface name.\ntapir: ";
+    let v6 = "outbound-addr6 has to be valid ipv6 address or interface name.\ntapir: ";
+    let mut cases = vec![
+        (
+            "--outbound-addr=nonexistent0",
+            v4,
+            "--outbound-addr=nonexistent0: there is no network interface of that name here",
+        ),
+        (
+            "--outbound-addr=198.51.100.7",
+            v4,
+            "198.51.100.7 is not an address of this host",
+        ),
+        (
+            "--outbound-addr6=nonexistent0",
+            v6,
+            "--outbound-addr6=nonexistent0: there is no network interface of that name here",
+        ),
+        ("--outbound-addr6=2001:db8::7", v6, "2001:db8::7"),
+    ];
+    // An interface without an IPv4 address (a tap in the host namespace, down).
+    if host
+        .sh(As::Runner, "ip tuntap add name tapir-nov4 mode tap")
+        .status
+        .success()
+    {
+        cases.push((
+            "--outbound-addr=tapir-nov4",
+            v4,
+            "--outbound-addr=tapir-nov4: the interface has no IPv4 address",
+        ));
+    }
+    for (arg, first, why) in cases {
+        let mut t = Tapir::spawn(&host, As::Runner, &[arg, "-c", &pid, "tap0"], false);
+        assert_eq!(
+            t.wait_exit(Duration::from_secs(5)),
+            Some(Some(1)),
+            "{arg}: {}",
+            t.logs()
+        );
+        let err = read(&t.dir.path("stderr"));
+        assert!(err.contains(first) && err.contains(why), "{arg}: {err}");
+        assert_eq!(read(&t.dir.path("stdout")), "", "{arg}: no banner");
+        assert!(
+            !g.sh_any("ip link show tap0").status.success(),
+            "{arg}: refused before the tap is opened"
+        );
+    }
+    // tapir run: refused before the command runs.
+    let out = host.sh(
+        As::Runner,
+        &format!(
+            "{} run --outbound-addr=nonexistent0 -- echo the command ran",
+            shell_quote(&shared_bin().to_string_lossy())
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(v4), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("ran"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn path_mode_without_userns_path_says_what_to_do() {
+    let Some(host) = setup() else { return };
+    require!(is_root(), "switching to the test user needs root");
+    require!(test_user().is_some(), "{}", no_test_user());
+    // The plain user's guest has a user namespace of its own; without --userns-path tapir
+    // stays outside it and may not join the network namespace.
+    let g = host.guest(As::User);
+    let netns = g.netns_path();
+    let mut t = Tapir::spawn(
+        &host,
+        As::User,
+        &["--netns-type=path", &netns, "tap0"],
+        false,
+    );
+    assert_eq!(
+        t.wait_exit(Duration::from_secs(5)),
+        Some(Some(1)),
+        "{}",
+        t.logs()
+    );
+    let err = read(&t.dir.path("stderr"));
+    assert!(
+        err.contains("setns(CLONE_NEWNET): Operation not permitted\ntapir: ")
+            && err.contains("add --userns-path=/proc/PID/ns/user"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_passes_sigterm_on_and_serves_the_command_until_it_exits() {
+    let Some(host) = setup() else { return };
+    let dir = Scratch::new("runterm");
+    let out = dir.path("stdout");
+    // The command's SIGTERM handler still has a network, and its exit status is tapir's.
+    let script = "trap 'ping -c 1 -W 2 10.0.2.2 >/dev/null && echo cleanup-had-network; exit 3' \
+                  TERM; while :; do sleep 0.1; done";
+    let mut tapir = host
+        .cmd(As::Runner, shared_bin())
+        .arg("run")
+        .args(extra_args())
+        .args(["--", "sh", "-c", script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.path("stderr")).unwrap())
+        .spawn()
+        .expect("spawn tapir run");
+    // A `sleep` under the command: the trap is set.
+    wait_for_descendant(tapir.id(), "sleep");
+    std::process::Command::new("kill")
+        .args(["-TERM", &tapir.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let status = loop {
+        if let Some(st) = tapir.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = tapir.kill();
+            let _ = tapir.wait();
+            panic!(
+                "tapir run did not exit after SIGTERM: {}",
+                read(&dir.path("stderr"))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(3), "{}", read(&dir.path("stderr")));
+    assert!(
+        read(&out).contains("cleanup-had-network"),
+        "{}",
+        read(&dir.path("stderr"))
+    );
 }

@@ -174,3 +174,81 @@ fn run_without_command_fails() {
     assert_eq!(code, Some(0));
     assert!(out.contains("run"), "{out}");
 }
+
+/// tapir with `--netns-type=tapfd 5`, where the shell opens fd 5 with `redirect` (e.g.
+/// `5</etc/hostname`). Its stdin is a pipe whose write end this test holds open, so a tapir that
+/// took `5<&0` for a tap would block reading it instead of seeing end of file. Waits at most
+/// 5 s; returns (exit code, None if it had to be killed; stdout; stderr).
+fn tapfd_run(redirect: &str) -> (Option<i32>, String, String) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!("exec \"$0\" --netns-type=tapfd 5 {redirect}"),
+            &common::tapir_bin().to_string_lossy(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tapir");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, out, err)
+}
+
+#[test]
+fn tapfd_that_is_not_a_tap_is_refused_before_the_banner() {
+    let dir = common::Scratch::new("tapfd");
+    let file = dir.path("regular");
+    // Empty: even a tapir that took it for a tap would read no frame from it.
+    std::fs::write(&file, "").unwrap();
+    let file = common::shell_quote(&file.to_string_lossy());
+    for (redirect, kind) in [
+        ("5<&0".to_owned(), "a pipe"),
+        (format!("5<{file}"), "a regular file"),
+        ("5<>/dev/null".to_owned(), "a character device"),
+    ] {
+        let (code, out, err) = tapfd_run(&redirect);
+        assert_eq!(
+            code,
+            Some(1),
+            "{redirect}: must exit 1 at once; stderr: {err}"
+        );
+        assert!(
+            err.contains(&format!("fd 5 is not a tap device (it is {kind}); pass a /dev/net/tun descriptor attached with ioctl(TUNSETIFF)")),
+            "{redirect}: {err}"
+        );
+        assert_eq!(out, "", "{redirect}: refused before the banner");
+    }
+    // Not open at all.
+    let (code, out, err) = tapfd_run("");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("fd 5 is not open"), "{err}");
+    assert_eq!(out, "");
+}

@@ -96,7 +96,7 @@ fn has_subid_range(file: &str, uid: u32) -> bool {
         .lines()
         .any(|l| {
             let who = l.split(':').next().unwrap_or("");
-            who == TEST_USER || who == uid.to_string()
+            who == test_user_name() || who == uid.to_string()
         })
 }
 
@@ -113,14 +113,13 @@ fn clients_unavailable(extra_tools: &[&str]) -> Option<String> {
         return Some(why);
     }
     let Some((uid, _)) = test_user() else {
-        return Some(format!(
-            "user {TEST_USER} does not exist (.ci/run creates it)"
-        ));
+        return Some(no_test_user());
     };
     for f in ["/etc/subuid", "/etc/subgid"] {
         if !has_subid_range(f, uid) {
             return Some(format!(
-                "{f} has no range for {TEST_USER} (usermod --add-subuids/--add-subgids)"
+                "{f} has no range for {} (usermod --add-subuids/--add-subgids)",
+                test_user_name()
             ));
         }
     }
@@ -314,8 +313,8 @@ impl World {
                 "-i",
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 &format!("HOME={h}"),
-                &format!("USER={TEST_USER}"),
-                &format!("LOGNAME={TEST_USER}"),
+                &format!("USER={}", test_user_name()),
+                &format!("LOGNAME={}", test_user_name()),
                 &format!("XDG_CONFIG_HOME={h}/.config"),
                 &format!("XDG_DATA_HOME={h}/.local/share"),
                 &format!("XDG_RUNTIME_DIR={}", self.run.0.display()),

@@ -382,10 +382,7 @@ fn a_panic_under_the_filter_prints_its_message_and_exits_101() {
 fn rootless_path_mode_joins_the_named_user_namespace() {
     let Some(host) = host() else { return };
     require!(is_root(), "switching to the test user needs root");
-    require!(
-        test_user().is_some(),
-        "user {TEST_USER} does not exist (.ci/run creates it)"
-    );
+    require!(test_user().is_some(), "{}", no_test_user());
     let (uid, _) = test_user().unwrap();
     // slirp4netns #317: with --netns-type=path the sandbox must join --userns-path.
     let g = host.guest(As::User);
@@ -431,10 +428,7 @@ fn rootless_path_mode_joins_the_named_user_namespace() {
 fn rootless_pid_mode_joins_the_targets_user_namespace() {
     let Some(host) = host() else { return };
     require!(is_root(), "switching to the test user needs root");
-    require!(
-        test_user().is_some(),
-        "user {TEST_USER} does not exist (.ci/run creates it)"
-    );
+    require!(test_user().is_some(), "{}", no_test_user());
     let (g, t) = start(&host, As::User, &[]);
     assert_confined(t.pid(), &t.logs());
     assert_eq!(ns(t.pid(), "user"), ns(g.pid, "user"));
@@ -447,10 +441,7 @@ fn rootless_tapfd_mode_makes_its_own_user_namespace() {
     require!(is_root(), "switching to the test user needs root");
     need!("python3");
     let Some((uid, gid)) = test_user() else {
-        require!(
-            false,
-            "user {TEST_USER} does not exist (.ci/run creates it)"
-        );
+        require!(false, "{}", no_test_user());
         return;
     };
     // A root helper opens the tap inside the guest, then hands the fd (as fd 5) to tapir

@@ -45,6 +45,18 @@ pub const CONN_TOKEN_BASE: usize = 1 << 16;
 pub const MAX_CONNECTIONS: usize = 64;
 /// How long a client may take to send its request.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// How long to wait before accepting again after accept() failed for want of descriptors or
+/// memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): the listener's edge was spent, so without a retry
+/// a client already in the backlog would wait for the next client to arrive.
+pub const ACCEPT_RETRY_MS: u64 = 250;
+
+/// Whether an accept() error means "out of descriptors or memory": worth retrying later.
+pub fn accept_starved(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
 
 /// Token of connection slot `i`.
 pub fn conn_token(i: usize) -> mio::Token {
@@ -100,6 +112,10 @@ pub struct Server {
     dir: Option<std::fs::File>,
     conns: Vec<Option<Conn>>,
     requests: u64,
+    /// When to accept again after running out of descriptors.
+    accept_retry_ms: Option<u64>,
+    /// The earliest connection deadline or accept retry ([`Server::on_timer`] is due then).
+    due_ms: Option<u64>,
 }
 
 impl Server {
@@ -137,6 +153,8 @@ impl Server {
             dir,
             conns: (0..MAX_CONNECTIONS).map(|_| None).collect(),
             requests: 0,
+            accept_retry_ms: None,
+            due_ms: None,
         })
     }
 
@@ -147,6 +165,7 @@ impl Server {
 
     /// The listener is readable: accept every pending connection.
     pub fn on_listener(&mut self, registry: &Registry, now_ms: u64) {
+        self.accept_retry_ms = None;
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => self.admit(stream, registry, now_ms),
@@ -154,10 +173,21 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("api: accept: {e}");
+                    if accept_starved(&e) {
+                        let at = now_ms + ACCEPT_RETRY_MS;
+                        self.accept_retry_ms = Some(at);
+                        self.due_ms = Some(self.due_ms.map_or(at, |t| t.min(at)));
+                    }
                     return;
                 }
             }
         }
+    }
+
+    /// When [`Server::on_timer`] must run next, if ever: the earliest request deadline or
+    /// accept retry. O(1), for the event loop's every turn.
+    pub fn due(&self) -> Option<u64> {
+        self.due_ms
     }
 
     fn admit(&mut self, stream: UnixStream, registry: &Registry, now_ms: u64) {
@@ -191,12 +221,14 @@ impl Server {
         {
             return;
         }
+        let deadline_ms = now_ms + REQUEST_TIMEOUT_MS;
         self.conns[slot] = Some(Conn {
             stream,
             buf: Vec::new(),
-            deadline_ms: now_ms + REQUEST_TIMEOUT_MS,
+            deadline_ms,
             opened_ms: now_ms,
         });
+        self.due_ms = Some(self.due_ms.map_or(deadline_ms, |t| t.min(deadline_ms)));
     }
 
     /// Connection `slot` is readable: read, and answer once the request is complete.
@@ -252,15 +284,24 @@ impl Server {
         self.conns[slot] = None;
     }
 
-    /// Close connections past their deadline. Returns the earliest remaining deadline.
-    pub fn on_timer(&mut self, now_ms: u64) -> Option<u64> {
+    /// Close connections past their deadline, and accept again if a retry is due. Returns when
+    /// this is due next (also [`Server::due`]).
+    pub fn on_timer(&mut self, registry: &Registry, now_ms: u64) -> Option<u64> {
+        if self.accept_retry_ms.is_some_and(|t| t <= now_ms) {
+            self.on_listener(registry, now_ms);
+        }
         for c in self.conns.iter_mut() {
             if c.as_ref().is_some_and(|c| c.deadline_ms <= now_ms) {
                 debug!("api: client sent no complete request in time; closing");
                 *c = None;
             }
         }
-        self.conns.iter().flatten().map(|c| c.deadline_ms).min()
+        let conns = self.conns.iter().flatten().map(|c| c.deadline_ms).min();
+        self.due_ms = match (conns, self.accept_retry_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.due_ms
     }
 }
 

@@ -11,8 +11,9 @@
 //!
 //! The resulting [`Config`] is borrowed immutably (`&Config`) by every other module. Mutable
 //! control-plane state (port forwards) lives elsewhere. This module must not open file
-//! descriptors or touch the network; reading interface addresses for `--outbound-addr=IFNAME`
-//! happens in the runtime, after validation.
+//! descriptors or touch the network; `app` resolves `--outbound-addr=IFNAME` to an address and
+//! checks that outbound sockets can be bound to it before anything starts, so the rest of the
+//! program sees only [`Outbound::Addr`].
 
 pub mod forward;
 
@@ -91,6 +92,16 @@ pub enum Outbound<A> {
     Addr(A),
     /// The first address of this family on the named interface (resolved at start-up).
     Interface(String),
+}
+
+impl<A> Outbound<A> {
+    /// The same choice with the address converted by `f`.
+    pub fn map<B>(self, f: impl FnOnce(A) -> B) -> Outbound<B> {
+        match self {
+            Outbound::Addr(a) => Outbound::Addr(f(a)),
+            Outbound::Interface(name) => Outbound::Interface(name),
+        }
+    }
 }
 
 /// The virtual network, derived from `--cidr` (slirp4netns `slirp4netns_config_from_cidr`).

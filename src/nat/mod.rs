@@ -15,17 +15,28 @@
 //! [`MAX_ICMP_FLOWS`]); a flow beyond it is refused (the caller answers the guest with RST or
 //! ICMP) and counted in [`Table::refused`].
 //!
+//! Like conntrack, the table knows which flows are *confirmed*: a TCP flow once both its sides
+//! are connected ([`State::Connecting`] left behind), a UDP or ICMP flow once a reply came
+//! back. Unconfirmed flows are kept oldest first, so that under pressure ([`Table::pressure`],
+//! [`EARLY_DROP_PERCENT`] of a protocol's capacity) the proxy reclaims the oldest of them for a
+//! new flow ([`Table::oldest_unconfirmed`]): a SYN flood or a spray of UDP to closed ports
+//! then costs the flood its own flows, not the guest's real connections or its DNS.
+//!
 //! [`Rules`] decide where a guest destination goes on the host (spec §3.5): the gateway N+2 is
 //! the host's loopback (unless `--disable-host-loopback`), N+3:53 is the first resolver of the
 //! same family from resolv.conf (unless `--disable-dns`), any other port of N+3 is refused,
-//! fd00::/64 maps to `::1`, and every other address passes through unchanged. The reverse
-//! direction ([`Rules::inbound`]) maps host loopback sources back to the gateway.
+//! fd00::2 maps to `::1`. Addresses that would reach the host's loopback or nobody if proxied
+//! as they are (127/8, 0/8, broadcast, multicast, the virtual network's other addresses, `::1`,
+//! `::`, link-local, IPv4-mapped IPv6, the rest of fd00::/64) are refused before a host socket
+//! exists, and so are guest frames from such source addresses ([`Rules::guest_source_ok`]);
+//! every other address passes through unchanged. The reverse direction ([`Rules::inbound`])
+//! maps host loopback sources back to the gateway.
 //!
 //! This module is pure data: no file descriptors, no smoltcp sockets, no clock reads.
 
 pub mod resolv;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::config::{ipv6, Network};
@@ -41,6 +52,10 @@ pub const MAX_UDP_FLOWS: usize = 1024;
 pub const MAX_ICMP_FLOWS: usize = 256;
 /// The DNS port.
 pub const DNS_PORT: u16 = 53;
+/// Fill level (percent of a protocol's capacity) from which the oldest unconfirmed flow is
+/// reclaimed for each new one, as conntrack's early drop and Linux's SYN cookies keep a
+/// flooded table usable. Below it, nothing is reclaimed early.
+pub const EARLY_DROP_PERCENT: usize = 90;
 
 /// Transport protocol of a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -169,6 +184,17 @@ pub struct Entry {
     pub active_ms: u64,
 }
 
+impl Entry {
+    /// Whether the flow is confirmed: TCP connected on both sides (or past that), UDP and ICMP
+    /// answered at least once.
+    pub fn confirmed(&self) -> bool {
+        match self.key.proto {
+            Proto::Tcp => self.state != State::Connecting,
+            Proto::Udp | Proto::Icmp => self.bytes_in > 0,
+        }
+    }
+}
+
 /// The table is full for this protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("too many {} flows (limit {limit})", proto.name())]
@@ -187,6 +213,11 @@ pub struct Table {
     free: Vec<FlowId>,
     counts: [usize; 3],
     refused: u64,
+    /// Unconfirmed flows per protocol, oldest first: (creation time, id).
+    unconfirmed: [BTreeSet<(u64, FlowId)>; 3],
+    /// Local ports of the UDP flows' host sockets (with how many flows hold each: sockets of
+    /// both families may share one), so the guest cannot address tapir's own sockets.
+    udp_ports: HashMap<u16, usize>,
 }
 
 fn proto_index(p: Proto) -> usize {
@@ -236,6 +267,11 @@ impl Table {
             }
         };
         self.map.insert(key, id);
+        if let Some(e) = self.get(id) {
+            if !e.confirmed() {
+                self.unconfirmed[i].insert((e.created_ms, id));
+            }
+        }
         Ok(id)
     }
 
@@ -243,9 +279,83 @@ impl Table {
     pub fn remove(&mut self, id: FlowId) -> Option<Entry> {
         let e = self.slots.get_mut(id)?.take()?;
         self.map.remove(&e.key);
-        self.counts[proto_index(e.key.proto)] -= 1;
+        let i = proto_index(e.key.proto);
+        self.counts[i] -= 1;
+        self.unconfirmed[i].remove(&(e.created_ms, id));
+        self.forget_udp_port(&e);
         self.free.push(id);
         Some(e)
+    }
+
+    /// Record the local address of flow `id`'s host socket.
+    pub fn set_host_local(&mut self, id: FlowId, local: Option<SocketAddr>) {
+        let Some(e) = self.slots.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let old = std::mem::replace(&mut e.host_local, local);
+        if e.key.proto == Proto::Udp {
+            let port = local.map(|a| a.port());
+            if old.map(|a| a.port()) != port {
+                if let Some(p) = old {
+                    self.release_udp_port(p.port());
+                }
+                if let Some(p) = port {
+                    *self.udp_ports.entry(p).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+
+    /// Whether `port` is the local port of one of the UDP flows' host sockets: a datagram the
+    /// guest sends there through the host's loopback would reach tapir itself.
+    pub fn is_own_udp_port(&self, port: u16) -> bool {
+        self.udp_ports.contains_key(&port)
+    }
+
+    fn forget_udp_port(&mut self, e: &Entry) {
+        if e.key.proto == Proto::Udp {
+            if let Some(a) = e.host_local {
+                self.release_udp_port(a.port());
+            }
+        }
+    }
+
+    fn release_udp_port(&mut self, port: u16) {
+        if let Some(n) = self.udp_ports.get_mut(&port) {
+            *n -= 1;
+            if *n == 0 {
+                self.udp_ports.remove(&port);
+            }
+        }
+    }
+
+    /// Set the state of flow `id`; a TCP flow leaving [`State::Connecting`] is confirmed.
+    pub fn set_state(&mut self, id: FlowId, state: State) {
+        let Some(e) = self.slots.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        e.state = state;
+        if e.confirmed() {
+            let (created, i) = (e.created_ms, proto_index(e.key.proto));
+            self.unconfirmed[i].remove(&(created, id));
+        }
+    }
+
+    /// Whether `proto`'s flows fill [`EARLY_DROP_PERCENT`] of its capacity or more.
+    pub fn pressure(&self, proto: Proto) -> bool {
+        self.count(proto) * 100 >= proto.capacity() * EARLY_DROP_PERCENT
+    }
+
+    /// The oldest flow of `proto` that is not confirmed yet.
+    pub fn oldest_unconfirmed(&self, proto: Proto) -> Option<FlowId> {
+        self.unconfirmed[proto_index(proto)]
+            .first()
+            .map(|&(_, id)| id)
+    }
+
+    /// Unconfirmed flows of `proto`.
+    pub fn unconfirmed(&self, proto: Proto) -> usize {
+        self.unconfirmed[proto_index(proto)].len()
     }
 
     /// A flow by id.
@@ -261,12 +371,18 @@ impl Table {
     /// Count traffic of flow `id` (bytes guest -> host, host -> guest) at `now_ms`; any
     /// traffic refreshes its activity time. Unknown ids are ignored.
     pub fn account(&mut self, id: FlowId, out: u64, inn: u64, now_ms: u64) {
-        if let Some(e) = self.get_mut(id) {
-            e.bytes_out += out;
-            e.bytes_in += inn;
-            if out + inn > 0 {
-                e.active_ms = now_ms;
-            }
+        let Some(e) = self.slots.get_mut(id).and_then(Option::as_mut) else {
+            return;
+        };
+        let was = e.confirmed();
+        e.bytes_out += out;
+        e.bytes_in += inn;
+        if out + inn > 0 {
+            e.active_ms = now_ms;
+        }
+        if !was && e.confirmed() {
+            let (created, i) = (e.created_ms, proto_index(e.key.proto));
+            self.unconfirmed[i].remove(&(created, id));
         }
     }
 
@@ -311,12 +427,27 @@ pub enum Refusal {
     /// The resolv.conf has no nameserver of this family.
     #[error("no upstream nameserver")]
     NoNameserver,
-    /// Not a unicast destination.
+    /// A broadcast or multicast destination (no ICMP error may answer it, RFC 1122 3.2.2).
     #[error("not a unicast destination")]
     NotUnicast,
+    /// An address that would reach the host itself or no host at all if proxied as it is:
+    /// loopback, unspecified, "this network" (0.0.0.0/8), link-local IPv6, IPv4-mapped or
+    /// -compatible IPv6, and the virtual network's addresses that no virtual host owns.
+    #[error("reserved destination")]
+    Reserved,
+    /// IPv6 is not enabled (`--enable-ipv6` was not given).
+    #[error("IPv6 is disabled")]
+    Ipv6Disabled,
 }
 
 /// Address translation policy (immutable, built from the configuration).
+///
+/// The destination check is an allowlist in spirit: the mapping addresses (the gateway, the
+/// DNS address, and with `-6` the fd00::/64 prefix) are translated; every address that would
+/// reach the host's loopback or no real host if proxied as it is, is refused before any host
+/// socket is made (slirp4netns 1.2 proxies 127.0.0.1, 0.0.0.0 and 255.255.255.255 from a guest
+/// that writes raw frames, so `--disable-host-loopback` can be walked around there); what
+/// remains is an ordinary remote address and passes through unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
     /// The virtual network.
@@ -349,13 +480,16 @@ impl Rules {
             }
     }
 
-    /// Where a guest flow to `dst` goes on the host.
+    /// Where a guest flow to `dst` goes on the host. Checked before any host socket is made.
     pub fn outbound(
         &self,
         proto: Proto,
         dst: SocketAddr,
         ns: &Nameservers,
     ) -> Result<SocketAddr, Refusal> {
+        if dst.is_ipv6() && !self.ipv6 {
+            return Err(Refusal::Ipv6Disabled);
+        }
         if self.is_dns(dst.ip()) && proto != Proto::Icmp {
             if dst.port() != DNS_PORT {
                 return Err(Refusal::NotDns);
@@ -373,30 +507,75 @@ impl Rules {
                     .ok_or(Refusal::NoNameserver),
             };
         }
-        match dst.ip() {
+        let loopback = match dst.ip() {
+            IpAddr::V4(a) if a == self.net.gateway() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(a) if a == ipv6::GATEWAY => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => {
+                self.check_remote(ip)?;
+                return Ok(dst);
+            }
+        };
+        if !self.host_loopback {
+            return Err(Refusal::HostLoopbackDisabled);
+        }
+        Ok(SocketAddr::new(loopback, dst.port()))
+    }
+
+    /// Whether `ip`, which is no mapping address, may be proxied as it is.
+    fn check_remote(&self, ip: IpAddr) -> Result<(), Refusal> {
+        match ip {
             IpAddr::V4(a) => {
-                if a == self.net.gateway() || a == Ipv4Addr::BROADCAST {
-                    if !self.host_loopback {
-                        return Err(Refusal::HostLoopbackDisabled);
-                    }
-                    return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), dst.port()));
+                if a.is_multicast() || a.is_broadcast() || a == self.net.broadcast() {
+                    Err(Refusal::NotUnicast)
+                } else if reserved_v4(a) || self.net.contains(a) {
+                    // The virtual network holds no host but the virtual ones (the guest's own
+                    // address never comes through the tap): its other addresses, the network
+                    // address among them, are nobody's, and must not reach a host network
+                    // that happens to use the same range.
+                    Err(Refusal::Reserved)
+                } else {
+                    Ok(())
                 }
-                if a.is_multicast() || a.is_unspecified() || a == self.net.broadcast() {
-                    return Err(Refusal::NotUnicast);
-                }
-                Ok(dst)
             }
             IpAddr::V6(a) => {
-                if self.ipv6 && in_prefix6(a) {
-                    if !self.host_loopback {
-                        return Err(Refusal::HostLoopbackDisabled);
-                    }
-                    return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), dst.port()));
+                if a.is_multicast() {
+                    Err(Refusal::NotUnicast)
+                } else if a.is_unspecified()
+                    || a.is_loopback()
+                    || a.is_unicast_link_local()
+                    || embedded_v4(a).is_some()
+                    || in_prefix6(a)
+                {
+                    Err(Refusal::Reserved)
+                } else {
+                    Ok(())
                 }
-                if a.is_multicast() || a.is_unspecified() {
-                    return Err(Refusal::NotUnicast);
-                }
-                Ok(dst)
+            }
+        }
+    }
+
+    /// Whether the guest may use `src` as its source address: never one that is the host's
+    /// (loopback), nobody's (unspecified, "this network", broadcast, multicast, IPv4-mapped
+    /// or -compatible IPv6), or a virtual host's own. Frames from such sources are dropped
+    /// before they reach a proxy or smoltcp.
+    pub fn guest_source_ok(&self, src: IpAddr) -> bool {
+        match src {
+            IpAddr::V4(a) => {
+                !(reserved_v4(a)
+                    || a.is_multicast()
+                    || a.is_broadcast()
+                    || a == self.net.broadcast()
+                    || a == self.net.gateway()
+                    || a == self.net.dns())
+            }
+            IpAddr::V6(a) => {
+                !(a.is_unspecified()
+                    || a.is_loopback()
+                    || a.is_multicast()
+                    || embedded_v4(a).is_some()
+                    || a == ipv6::GATEWAY
+                    || a == ipv6::DNS
+                    || a == ipv6::ROUTER_LL)
             }
         }
     }
@@ -460,6 +639,22 @@ impl Rules {
             _ => from,
         }
     }
+}
+
+/// 0.0.0.0/8 ("this network", RFC 1122: never a destination) and 127.0.0.0/8 (loopback).
+fn reserved_v4(a: Ipv4Addr) -> bool {
+    a.octets()[0] == 0 || a.is_loopback()
+}
+
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`) or IPv4-compatible (`::a.b.c.d`,
+/// deprecated by RFC 4291) IPv6 address. A host socket would carry such a destination over
+/// IPv4, so `::ffff:127.0.0.1` would be the host's loopback: no such address is proxied.
+fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
+    let compatible = a.segments()[..6] == [0; 6] && !(a.is_unspecified() || a.is_loopback());
+    (compatible || a.to_ipv4_mapped().is_some()).then(|| {
+        let [.., a0, a1, a2, a3] = a.octets();
+        Ipv4Addr::new(a0, a1, a2, a3)
+    })
 }
 
 fn in_prefix6(a: Ipv6Addr) -> bool {
@@ -624,15 +819,204 @@ mod tests {
     }
 
     #[test]
-    fn disable_dns_makes_n3_ordinary() {
+    fn disable_dns_leaves_n3_to_nobody() {
         let r = Rules {
             dns: false,
             ..rules()
         };
+        // slirp4netns proxies N+3 as it is then, out to the host's network; no host is there.
         assert_eq!(
             r.outbound(Proto::Udp, sa("10.0.2.3:53"), &ns()),
-            Ok(sa("10.0.2.3:53"))
+            Err(Refusal::Reserved)
         );
+        assert_eq!(
+            r.outbound(Proto::Tcp, sa("[fd00::3]:53"), &ns()),
+            Err(Refusal::Reserved)
+        );
+    }
+
+    /// Every destination that must never be proxied as it is, against every protocol, with and
+    /// without `--disable-host-loopback` and `-6`: none of them may reach a host socket, and
+    /// only the mapping addresses reach the host's loopback, and only when allowed.
+    #[test]
+    fn destination_table() {
+        use Refusal::*;
+        // (destination, refusal whatever the options; None: the row is a mapping address)
+        let never: &[(&str, Refusal)] = &[
+            ("127.0.0.1", Reserved),
+            ("127.1.2.3", Reserved),
+            ("127.255.255.255", Reserved),
+            ("0.0.0.0", Reserved),
+            ("0.1.2.3", Reserved),
+            ("255.255.255.255", NotUnicast),
+            ("224.0.0.1", NotUnicast),
+            ("239.255.255.250", NotUnicast),
+            ("10.0.2.0", Reserved),
+            ("10.0.2.255", NotUnicast),
+            ("10.0.2.100", Reserved),
+            ("10.0.2.50", Reserved),
+        ];
+        let never6: &[(&str, Refusal)] = &[
+            ("::1", Reserved),
+            ("::", Reserved),
+            ("::ffff:127.0.0.1", Reserved),
+            ("::ffff:0.0.0.0", Reserved),
+            ("::ffff:10.0.2.2", Reserved),
+            ("::ffff:198.51.100.1", Reserved),
+            ("::127.0.0.1", Reserved),
+            ("::10.0.2.2", Reserved),
+            ("ff02::1", NotUnicast),
+            ("ff05::2", NotUnicast),
+            ("fe80::1", Reserved),
+            ("fe80::2", Reserved),
+            ("fd00::1", Reserved),
+            ("fd00::100", Reserved),
+        ];
+        let n = ns();
+        for host_loopback in [true, false] {
+            for ipv6 in [true, false] {
+                let r = Rules {
+                    host_loopback,
+                    ipv6,
+                    ..rules()
+                };
+                for proto in [Proto::Tcp, Proto::Udp, Proto::Icmp] {
+                    let port = if proto == Proto::Icmp { 0 } else { 8080 };
+                    let at = |a: &str| SocketAddr::new(a.parse().unwrap(), port);
+                    let case = format!("{proto:?} loopback={host_loopback} ipv6={ipv6}");
+                    for &(a, why) in never {
+                        assert_eq!(r.outbound(proto, at(a), &n), Err(why), "{a} {case}");
+                    }
+                    for &(a, why) in never6 {
+                        let want = if ipv6 { why } else { Ipv6Disabled };
+                        assert_eq!(r.outbound(proto, at(a), &n), Err(want), "{a} {case}");
+                    }
+                    // The mapping addresses.
+                    let gw4 = r.outbound(proto, at("10.0.2.2"), &n);
+                    let gw6 = r.outbound(proto, at("fd00::2"), &n);
+                    if host_loopback {
+                        assert_eq!(gw4, Ok(at("127.0.0.1")), "{case}");
+                    } else {
+                        assert_eq!(gw4, Err(HostLoopbackDisabled), "{case}");
+                    }
+                    match (ipv6, host_loopback) {
+                        (false, _) => assert_eq!(gw6, Err(Ipv6Disabled), "{case}"),
+                        (true, true) => assert_eq!(gw6, Ok(at("::1")), "{case}"),
+                        (true, false) => assert_eq!(gw6, Err(HostLoopbackDisabled), "{case}"),
+                    }
+                    // Ordinary remotes pass through unchanged.
+                    for a in ["198.51.100.1", "10.0.3.1", "192.168.1.1"] {
+                        assert_eq!(r.outbound(proto, at(a), &n), Ok(at(a)), "{a} {case}");
+                    }
+                    let remote6 = r.outbound(proto, at("2001:db8::1"), &n);
+                    if ipv6 {
+                        assert_eq!(remote6, Ok(at("2001:db8::1")), "{case}");
+                    } else {
+                        assert_eq!(remote6, Err(Ipv6Disabled), "{case}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn guest_sources() {
+        let r = rules();
+        for bad in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "0.0.0.0",
+            "0.0.0.5",
+            "255.255.255.255",
+            "10.0.2.255",
+            "224.0.0.5",
+            "10.0.2.2",
+            "10.0.2.3",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "ff02::1",
+            "fd00::2",
+            "fd00::3",
+            "fe80::2",
+        ] {
+            assert!(!r.guest_source_ok(bad.parse().unwrap()), "{bad}");
+        }
+        for good in [
+            "10.0.2.100",
+            "10.0.2.15",
+            "198.51.100.9",
+            "fd00::5054:ff:fe12:3456",
+            "fe80::5054:ff:fe12:3456",
+            "2001:db8::7",
+        ] {
+            assert!(r.guest_source_ok(good.parse().unwrap()), "{good}");
+        }
+    }
+
+    #[test]
+    fn own_udp_ports_are_known_until_their_flow_goes() {
+        let mut t = Table::new();
+        let a = t.insert(entry(Key::udp(sa("10.0.2.100:5000")))).unwrap();
+        let b = t.insert(entry(Key::udp(sa("[fd00::5]:5000")))).unwrap();
+        let tcp = t
+            .insert(entry(Key::tcp(sa("10.0.2.100:1"), sa("10.0.2.2:2"))))
+            .unwrap();
+        t.set_host_local(a, Some(sa("0.0.0.0:40000")));
+        t.set_host_local(b, Some(sa("[::]:40000")));
+        t.set_host_local(tcp, Some(sa("127.0.0.1:40001")));
+        assert!(t.is_own_udp_port(40000));
+        assert!(!t.is_own_udp_port(40001), "TCP sockets take no datagrams");
+        t.remove(a);
+        assert!(t.is_own_udp_port(40000), "still held by the IPv6 flow");
+        t.set_host_local(b, Some(sa("[::]:40002")));
+        assert!(!t.is_own_udp_port(40000));
+        assert!(t.is_own_udp_port(40002));
+        t.remove(b);
+        assert!(!t.is_own_udp_port(40002));
+    }
+
+    #[test]
+    fn unconfirmed_flows_oldest_first_and_pressure() {
+        let mut t = Table::new();
+        let mut e = |port: u16, created: u64| {
+            let mut e = entry(Key::tcp(
+                sa(&format!("10.0.2.100:{port}")),
+                sa("198.51.100.1:80"),
+            ));
+            e.state = State::Connecting;
+            e.created_ms = created;
+            t.insert(e).unwrap()
+        };
+        let a = e(1, 30);
+        let b = e(2, 10);
+        let c = e(3, 20);
+        assert_eq!(t.unconfirmed(Proto::Tcp), 3);
+        assert_eq!(t.oldest_unconfirmed(Proto::Tcp), Some(b));
+        t.set_state(b, State::Open);
+        assert_eq!(t.oldest_unconfirmed(Proto::Tcp), Some(c));
+        t.remove(c);
+        assert_eq!(t.oldest_unconfirmed(Proto::Tcp), Some(a));
+        t.set_state(a, State::Connecting);
+        assert_eq!(t.unconfirmed(Proto::Tcp), 1, "still unconfirmed, once");
+        // UDP and ICMP are confirmed by a reply, not by traffic from the guest.
+        let u = t.insert(entry(Key::udp(sa("10.0.2.100:5000")))).unwrap();
+        assert_eq!(t.oldest_unconfirmed(Proto::Udp), Some(u));
+        t.account(u, 100, 0, 5);
+        assert_eq!(t.oldest_unconfirmed(Proto::Udp), Some(u));
+        t.account(u, 0, 1, 6);
+        assert_eq!(t.oldest_unconfirmed(Proto::Udp), None);
+        // Pressure starts at EARLY_DROP_PERCENT of the capacity.
+        let mut t = Table::new();
+        let threshold = (MAX_ICMP_FLOWS * EARLY_DROP_PERCENT).div_ceil(100);
+        for i in 0..threshold {
+            assert!(!t.pressure(Proto::Icmp), "{i}");
+            t.insert(entry(Key::icmp("10.0.2.100".parse().unwrap(), i as u16)))
+                .unwrap();
+        }
+        assert!(t.pressure(Proto::Icmp));
+        assert!(!t.pressure(Proto::Tcp));
     }
 
     #[test]

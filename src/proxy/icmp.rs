@@ -67,6 +67,7 @@ pub fn on_guest_echo(
     env: &mut Env<'_>,
     table: &mut Table,
     flows: &mut Vec<Option<AnyFlow>>,
+    stack: &mut Stack,
     registry: &Registry,
     l2: L2,
     src: IpAddr,
@@ -74,6 +75,7 @@ pub fn on_guest_echo(
     ident: u16,
     seq: u16,
     data: &[u8],
+    packet: &[u8],
 ) -> bool {
     let target = match env
         .rules
@@ -81,8 +83,8 @@ pub fn on_guest_echo(
     {
         Ok(t) => t.ip(),
         Err(refusal) => {
-            env.counters.refused += 1;
-            debug!("icmp {src} -> {dst} refused: {refusal}");
+            let what = format_args!("{src} -> {dst}");
+            super::refuse(env, stack, l2, Proto::Icmp, refusal, what, packet);
             return true;
         }
     };
@@ -90,6 +92,7 @@ pub fn on_guest_echo(
     let id = match table.lookup(&key) {
         Some(id) => id,
         None => {
+            super::make_room(env, table, flows, Proto::Icmp);
             let id = match table.insert(new_entry(key, SocketAddr::new(target, 0), env.now_ms)) {
                 Ok(id) => id,
                 Err(full) => {

@@ -23,7 +23,10 @@
 //! reads from the host, an unwritable host socket leaves data in the smoltcp receive buffer,
 //! which shrinks the window advertised to the guest), then lets smoltcp transmit. So the cost of
 //! a wake-up follows the flows that have news, not the flows that exist.
-//! [`Proxy::on_timer`] expires idle UDP and ICMP flows.
+//! [`Proxy::on_timer`] expires idle UDP and ICMP flows. Destinations are checked by the
+//! translation rules before any host socket is made, and guest frames from sources the guest
+//! may not use are dropped on entry ([`Rules::guest_source_ok`]); under pressure a new flow
+//! reclaims the oldest unconfirmed one (`make_room`).
 //!
 //! Host sockets are registered with the runtime's mio registry under [`flow_token`] of their
 //! flow id; that is the only way this module touches the event loop.
@@ -44,9 +47,9 @@ use smoltcp::wire::EthernetAddress;
 use crate::config::{Config, Outbound};
 use crate::forward::{ForwardTable, Listener};
 use crate::nat::resolv::{Nameservers, Resolvers, RESOLV_CONF};
-use crate::nat::{FlowId, Key, Proto, Rules, Table};
+use crate::nat::{FlowId, Key, Proto, Refusal, Rules, Table};
 use crate::stack::classify::{self, Guest};
-use crate::stack::emit::{Emitter, L2};
+use crate::stack::emit::{Emitter, Unreachable, L2};
 use crate::stack::reassembly::Reassembler;
 use crate::stack::Stack;
 use crate::sys;
@@ -102,6 +105,12 @@ pub struct Counters {
     pub fragments: u64,
     /// TCP port-forward connections that took the spliced path (also counted in `created`).
     pub spliced: u64,
+    /// Guest packets dropped for a source address the guest may not use
+    /// ([`Rules::guest_source_ok`]).
+    pub martians: u64,
+    /// Unconfirmed flows reclaimed to make room for new ones under pressure
+    /// ([`crate::nat::Table::pressure`]).
+    pub early_drops: u64,
 }
 
 /// Shared state the protocol handlers need besides their own flow.
@@ -120,6 +129,8 @@ pub struct Env<'a> {
     pub now_ms: u64,
     /// Scratch buffer for datagrams read from host sockets (shared, so idle flows own none).
     pub buf: &'a mut Vec<u8>,
+    /// Flows with news and smoltcp deadlines.
+    pub work: &'a mut work::Work,
 }
 
 impl Env<'_> {
@@ -172,6 +183,8 @@ pub struct Proxy {
     pending_forwards: Vec<u64>,
     /// Spliced flows that stopped at their batch limit (pumped again after the next poll).
     pending_splices: Vec<FlowId>,
+    /// TCP forwards whose accept ran out of descriptors (retried by [`Proxy::on_timer`]).
+    starved: Vec<u64>,
     /// Socket factory inside the guest's namespace (`--splice-forwards`).
     broker: Option<sys::nsbroker::Broker>,
     /// When [`Proxy::on_timer`] must run next at the latest, if sooner than it said last time
@@ -234,6 +247,7 @@ impl Proxy {
             guest_mac: None,
             pending_forwards: Vec::new(),
             pending_splices: Vec::new(),
+            starved: Vec::new(),
             broker,
             timer_due_ms: None,
         }
@@ -288,16 +302,15 @@ impl Proxy {
             },
             "splice_forwards": self.broker.is_some(),
             "refused": c.refused,
+            "martian_sources": c.martians,
+            "early_drops": c.early_drops,
             "dropped": c.dropped,
             "fragments": c.fragments,
             "reassembly_dropped": self.reassembler.dropped(),
         })
     }
 
-    fn env(
-        &mut self,
-        now_ms: u64,
-    ) -> (Env<'_>, &mut Table, &mut Vec<Option<Flow>>, &mut work::Work) {
+    fn env(&mut self, now_ms: u64) -> (Env<'_>, &mut Table, &mut Vec<Option<Flow>>) {
         let ns = self
             .resolvers
             .get(self.epoch + std::time::Duration::from_millis(now_ms));
@@ -310,10 +323,10 @@ impl Proxy {
                 counters: &mut self.counters,
                 now_ms,
                 buf: &mut self.buf,
+                work: &mut self.work,
             },
             &mut self.table,
             &mut self.flows,
-            &mut self.work,
         )
     }
 
@@ -376,6 +389,13 @@ impl Proxy {
             return Route::Stack(None);
         };
         self.guest_mac = Some(guest_mac);
+        if let Some(src) = kind.source() {
+            if !self.rules.guest_source_ok(src) {
+                self.counters.martians += 1;
+                debug!("dropped a guest packet from {src}: not a source the guest may use");
+                return Route::Consumed;
+            }
+        }
         // The common case, every segment of an open connection: straight to its flow, without
         // building the environment the other cases need.
         if let Guest::Tcp { src, dst } = kind {
@@ -393,8 +413,9 @@ impl Proxy {
             src: self.stack_mac,
             dst: guest_mac,
         };
-        let (mut env, table, flows, _) = self.env(now_ms);
+        let (mut env, table, flows) = self.env(now_ms);
         let mut icmp_unavailable = false;
+        let created = env.counters.created;
         let route = match kind {
             Guest::TcpSyn { src, dst, packet } => {
                 if tcp::on_guest_syn(
@@ -424,9 +445,10 @@ impl Proxy {
                 ident,
                 seq,
                 data,
+                packet,
             } => {
                 icmp_unavailable = !icmp::on_guest_echo(
-                    &mut env, table, flows, registry, l2, src, dst, ident, seq, data,
+                    &mut env, table, flows, stack, registry, l2, src, dst, ident, seq, data, packet,
                 );
                 Route::Consumed
             }
@@ -446,6 +468,11 @@ impl Proxy {
             }
             Guest::Other => Route::Stack(None),
         };
+        if self.counters.created[1..] != created[1..] {
+            // A new UDP or echo flow: its expiry must be checked within EXPIRY_CHECK_MS, even
+            // if the last check, finding no such flow, asked for none.
+            self.due(now_ms + EXPIRY_CHECK_MS);
+        }
         if icmp_unavailable && !self.icmp_warned {
             warn!(
                 "ICMP echo to external hosts is unavailable: the host does not allow unprivileged \
@@ -481,7 +508,7 @@ impl Proxy {
                     match l.accept() {
                         Ok((mut stream, peer)) => {
                             let broker = self.broker.take();
-                            let (mut env, table, flows, _) = self.env(now_ms);
+                            let (mut env, table, flows) = self.env(now_ms);
                             let spliced = match broker.as_ref().filter(|_| {
                                 peer.ip().to_canonical().is_loopback() && guest.is_ipv4()
                             }) {
@@ -493,17 +520,15 @@ impl Proxy {
                             };
                             self.broker = broker;
                             let Some(back) = spliced else {
-                                let due = now_ms + splice::CONNECT_TIMEOUT_MS;
-                                self.timer_due_ms =
-                                    Some(self.timer_due_ms.map_or(due, |t| t.min(due)));
+                                self.due(now_ms + splice::CONNECT_TIMEOUT_MS);
                                 continue;
                             };
                             stream = back;
-                            let (mut env, table, flows, work) = self.env(now_ms);
+                            let (mut env, table, flows) = self.env(now_ms);
                             if let Some(id) = tcp::on_inbound(
                                 &mut env, table, flows, stack, registry, l2, guest, stream, peer,
                             ) {
-                                work.mark(id);
+                                env.work.mark(id);
                             }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -513,6 +538,12 @@ impl Proxy {
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(e) => {
                             debug!("forward {fid}: accept: {e}");
+                            if crate::api::accept_starved(&e) && !self.starved.contains(&fid) {
+                                // Out of descriptors: the backlog's clients are accepted
+                                // again after ACCEPT_RETRY_MS (no edge will announce them).
+                                self.starved.push(fid);
+                                self.due(now_ms + crate::api::ACCEPT_RETRY_MS);
+                            }
                             exhausted = true;
                             break;
                         }
@@ -525,7 +556,7 @@ impl Proxy {
             }
             Listener::Udp(sock) => {
                 let mut sessions = std::mem::take(&mut self.sessions);
-                let (mut env, _, _, _) = self.env(now_ms);
+                let (mut env, _, _) = self.env(now_ms);
                 let end = sessions.on_forward_readable(&mut env, stack, fid, sock, l2, guest);
                 self.sessions = sessions;
                 // Edge-triggered: if datagrams may remain, retry after the next poll.
@@ -543,7 +574,7 @@ impl Proxy {
 
     /// Readiness of a flow's host socket.
     pub fn on_host_event(&mut self, stack: &mut Stack, id: FlowId, ev: HostEvent, now_ms: u64) {
-        let (mut env, table, flows, work) = self.env(now_ms);
+        let (mut env, table, flows) = self.env(now_ms);
         let Some(Some(flow)) = flows.get_mut(id) else {
             return;
         };
@@ -551,20 +582,20 @@ impl Proxy {
         let done = match flow {
             Flow::Tcp(f) => {
                 f.on_host_event(ev);
-                work.mark(id);
+                env.work.mark(id);
                 false
             }
             Flow::Udp(f) => {
                 let done = f.on_host_event(&mut env, stack, table, id, ev.readable, ev.error);
                 if f.wants_drain() {
-                    work.mark(id);
+                    env.work.mark(id);
                 }
                 done
             }
             Flow::Icmp(f) => {
                 let done = f.on_host_event(&mut env, stack, table, id, ev.readable);
                 if f.wants_drain() {
-                    work.mark(id);
+                    env.work.mark(id);
                 }
                 done
             }
@@ -578,7 +609,7 @@ impl Proxy {
             },
         };
         if done {
-            Self::close(table, flows, work, id);
+            Self::close(table, flows, env.work, id);
         }
         if again && !self.pending_splices.contains(&id) {
             self.pending_splices.push(id);
@@ -607,7 +638,7 @@ impl Proxy {
         self.work.mark_due(now);
         let mut serving = std::mem::take(&mut self.serving);
         self.work.take_dirty(&mut serving);
-        let (mut env, table, flows, work) = self.env(now_ms);
+        let (mut env, table, flows) = self.env(now_ms);
         for &id in &serving {
             let Some(Some(flow)) = flows.get_mut(id) else {
                 continue;
@@ -620,21 +651,21 @@ impl Proxy {
                         stack.egress(now, f.sockets());
                     }
                     if !done {
-                        work.set_deadline(id, stack.poll_at(now, f.sockets()));
+                        env.work.set_deadline(id, f.next_deadline(stack, now));
                     }
                     done
                 }
                 Flow::Udp(f) => {
                     let done = f.drain(&mut env, stack, table, id);
                     if !done && f.wants_drain() {
-                        work.mark(id);
+                        env.work.mark(id);
                     }
                     done
                 }
                 Flow::Icmp(f) => {
                     let done = f.drain(&mut env, stack, table, id);
                     if !done && f.wants_drain() {
-                        work.mark(id);
+                        env.work.mark(id);
                     }
                     done
                 }
@@ -642,7 +673,7 @@ impl Proxy {
                 Flow::Splice(_) => false,
             };
             if done {
-                Self::close(table, flows, work, id);
+                Self::close(table, flows, env.work, id);
             }
         }
         self.serving = serving;
@@ -653,17 +684,28 @@ impl Proxy {
         self.work.next_deadline()
     }
 
+    /// [`Proxy::on_timer`] must run at `at_ms` at the latest.
+    fn due(&mut self, at_ms: u64) {
+        self.timer_due_ms = Some(self.timer_due_ms.map_or(at_ms, |t| t.min(at_ms)));
+    }
+
     /// A deadline set since the last [`Proxy::on_timer`] that may be sooner than the time it
     /// returned (taken: the runtime folds it into its timer).
     pub fn take_timer_due(&mut self) -> Option<u64> {
         self.timer_due_ms.take()
     }
 
-    /// Expire idle UDP and ICMP flows and spliced connects that took too long. Returns the next
-    /// time (ms) this wants to run.
+    /// Expire idle UDP and ICMP flows and spliced connects that took too long, and retry the
+    /// forwards whose accept ran out of descriptors. Returns the next time (ms) this wants to
+    /// run.
     pub fn on_timer(&mut self, now_ms: u64) -> Option<u64> {
+        for fid in std::mem::take(&mut self.starved) {
+            if !self.pending_forwards.contains(&fid) {
+                self.pending_forwards.push(fid);
+            }
+        }
         let sessions = self.sessions.expire(now_ms);
-        let (_, table, flows, work) = self.env(now_ms);
+        let (env, table, flows) = self.env(now_ms);
         let mut any = false;
         for id in 0..flows.len() {
             let expired = match &flows[id] {
@@ -685,7 +727,7 @@ impl Proxy {
             };
             if expired {
                 debug!("flow {id} expired");
-                Self::close(table, flows, work, id);
+                Self::close(table, flows, env.work, id);
             }
         }
         (any || sessions).then_some(now_ms + EXPIRY_CHECK_MS)
@@ -718,6 +760,67 @@ impl Proxy {
     /// Number of live flows of `proto`.
     pub fn count(&self, proto: Proto) -> usize {
         self.table.count(proto)
+    }
+}
+
+/// Under pressure ([`Table::pressure`]), reclaim the oldest unconfirmed flow of `proto` for
+/// the new one about to be inserted (its host side reset): a flood then evicts its own flows,
+/// not the guest's established ones.
+pub(crate) fn make_room(
+    env: &mut Env<'_>,
+    table: &mut Table,
+    flows: &mut [Option<Flow>],
+    proto: Proto,
+) {
+    if !table.pressure(proto) {
+        return;
+    }
+    let Some(id) = table.oldest_unconfirmed(proto) else {
+        return;
+    };
+    if let Some(Some(Flow::Tcp(f))) = flows.get_mut(id) {
+        f.reset_host();
+    }
+    env.counters.early_drops += 1;
+    debug!(
+        "{} flow {id} reclaimed: the table is under pressure",
+        proto.name()
+    );
+    Proxy::close(table, flows, env.work, id);
+}
+
+/// How the guest learns that the rules refused a flow of `proto`: an ICMP destination
+/// unreachable of this kind, or nothing. Nothing answers a broadcast or multicast destination
+/// (RFC 1122 3.2.2) or IPv6 while it is disabled (as slirp4netns without `-6`). DNS without a
+/// nameserver gets port unreachable, so the guest's resolver fails at once (libslirp drops the
+/// query and lets it time out; Linux tells a UDP socket of port unreachable only).
+pub(crate) fn refusal_reply(refusal: Refusal, proto: Proto) -> Option<Unreachable> {
+    match refusal {
+        Refusal::HostLoopbackDisabled | Refusal::Reserved => Some(Unreachable::Net),
+        Refusal::NotDns | Refusal::NoNameserver if proto != Proto::Icmp => Some(Unreachable::Port),
+        Refusal::NotDns | Refusal::NoNameserver | Refusal::NotUnicast | Refusal::Ipv6Disabled => {
+            None
+        }
+    }
+}
+
+/// Count, log and answer a flow the rules refused; `packet` (the guest's IP packet) is quoted
+/// in the ICMP error, if one is due.
+pub(crate) fn refuse(
+    env: &mut Env<'_>,
+    stack: &mut Stack,
+    l2: L2,
+    proto: Proto,
+    refusal: Refusal,
+    what: std::fmt::Arguments<'_>,
+    packet: &[u8],
+) {
+    env.counters.refused += 1;
+    debug!("{} {what} refused: {refusal}", proto.name());
+    if let Some(kind) = refusal_reply(refusal, proto) {
+        let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
+            stack.device.push_tx(f);
+        });
     }
 }
 

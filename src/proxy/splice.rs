@@ -232,9 +232,7 @@ impl Flow {
                 return Outcome::Wait;
             }
             self.connected = true;
-            if let Some(e) = table.get_mut(id) {
-                e.state = State::Open;
-            }
+            table.set_state(id, State::Open);
         }
         let (mut inn, mut out) = (0u64, 0u64);
         let up = self.up.pump(&self.host, &self.guest, &mut inn);
@@ -249,10 +247,8 @@ impl Flow {
             }
             _ if self.up.shut && self.down.shut => Outcome::Done,
             (Ok(a), Ok(b)) => {
-                if let Some(e) = table.get_mut(id) {
-                    if self.up.shut || self.down.shut {
-                        e.state = State::HalfClosed;
-                    }
+                if self.up.shut || self.down.shut {
+                    table.set_state(id, State::HalfClosed);
                 }
                 if a == Pumped::More || b == Pumped::More {
                     Outcome::Again

@@ -7,7 +7,7 @@
 //! ```text
 //! guest SYN ──> Connecting: host connect() in flight, smoltcp SYN-RECEIVED with SYN-ACK paused
 //!   connect ok       ──> Open: SYN-ACK released, bytes flow both ways
-//!   ECONNREFUSED     ──> RST to the guest, flow removed
+//!   ECONNREFUSED     ──> RST to the guest, flow removed (also when out of descriptors)
 //!   EHOSTUNREACH     ──> ICMP host unreachable, flow removed
 //!   other error      ──> ICMP net unreachable, flow removed
 //! Open:
@@ -18,6 +18,22 @@
 //!   host reset / write error                        ──> smoltcp abort() (RST to the guest)
 //!   smoltcp CLOSED or TIME-WAIT with host fd closed ──> flow removed
 //! ```
+//!
+//! Every state has a bounded lifetime, whatever the guest sends or fails to send (a SYN flood,
+//! spoofed sources, clients that give up), so flows and their host fds always come back:
+//!
+//! | state | ends after | why this bound |
+//! |---|---|---|
+//! | host connect in flight | [`HOST_CONNECT_TIMEOUT_MS`] (ICMP net unreachable) | libslirp's connection-establishment timer |
+//! | SYN-ACK sent, no ACK | [`HANDSHAKE_TIMEOUT_SECS`] of guest silence | Linux's `tcp_synack_retries` |
+//! | SYN-ACK answered with RST (smoltcp back in LISTEN) | at once, host reset | the guest has no such connection |
+//! | our FIN unacknowledged | [`FIN_TIMEOUT_SECS`] of guest silence | Linux's `tcp_fin_timeout` |
+//! | forward, guest not answering its SYN | [`GUEST_CONNECT_TIMEOUT_SECS`] | the host client waits meanwhile |
+//! | any other state, idle | never while the guest answers keep-alives every [`KEEPALIVE_SECS`]; [`STALL_TIMEOUT_SECS`] of guest silence | a vanished guest sends no RST |
+//!
+//! Any RST from the guest that smoltcp accepts for the flow closes it and resets the host side
+//! at once. Under pressure the oldest unestablished flows are reclaimed for new ones
+//! ([`crate::nat::Table::pressure`]).
 //!
 //! Back-pressure: bytes move only within the space both sides have. The host is read straight
 //! into the smoltcp send buffer (`send` with a closure, no intermediate copy), and the smoltcp
@@ -38,10 +54,11 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
+use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
 use super::{flow_token, new_entry, Env, Flow as AnyFlow, HostEvent};
-use crate::nat::{FlowId, Key, Refusal, Table};
+use crate::nat::{FlowId, Key, Proto, Table};
 use crate::stack::emit::{Unreachable, L2};
 use crate::stack::Stack;
 use crate::sys;
@@ -82,11 +99,53 @@ pub struct Flow {
     /// The guest's SYN (IP packet), quoted in ICMP errors while connecting.
     syn: Vec<u8>,
     l2: L2,
+    /// While [`Phase::Connecting`]: when the host connect is given up
+    /// ([`HOST_CONNECT_TIMEOUT_MS`] after the SYN), on the runtime clock.
+    connect_deadline_ms: u64,
 }
 
-/// How long an open flow may wait for the guest to acknowledge data (or answer keep-alives)
-/// before it is aborted: bounds the life of flows whose guest vanished without a RST.
-pub const STALL_TIMEOUT_SECS: u64 = 300;
+/// How long an open flow may go without a word from the guest (an ACK of data, an answer to a
+/// keep-alive or a window probe) before it is aborted: bounds the life of flows whose guest
+/// vanished without a RST (a spoofed source that completed a handshake, a namespace torn
+/// down). The guest's kernel answers within milliseconds while it lives, even for a frozen
+/// container, so this need not be long; 90 s keeps the table's return to its idle baseline
+/// after a storm within 2 minutes.
+pub const STALL_TIMEOUT_SECS: u64 = 90;
+/// Keep-alive interval of an idle open flow towards the guest: a live guest answers each probe,
+/// so an idle connection lives as long as its guest does, while a vanished guest's flow ends
+/// [`STALL_TIMEOUT_SECS`] after its last word (smoltcp counts that timeout from the last
+/// segment the guest sent, idle or not). Two probes go unanswered before that.
+pub const KEEPALIVE_SECS: u64 = 30;
+/// How long the host `connect()` of an outbound flow may take (libslirp's `TCPTV_KEEP_INIT`,
+/// 75 s; the kernel alone would try for about 127 s, `tcp_syn_retries` 6). The guest then gets
+/// ICMP net unreachable, as for any connect error but refusal.
+pub const HOST_CONNECT_TIMEOUT_MS: u64 = 75_000;
+/// How long the guest may stay silent before completing the handshake (acknowledging our
+/// SYN-ACK): Linux gives up after about 63 s (`tcp_synack_retries` 5). Spoofed SYN sources end
+/// here.
+pub const HANDSHAKE_TIMEOUT_SECS: u64 = 63;
+/// How long the guest may stay silent while our FIN is unacknowledged (FIN-WAIT-1, CLOSING,
+/// LAST-ACK): Linux's `tcp_fin_timeout`.
+pub const FIN_TIMEOUT_SECS: u64 = 60;
+
+/// Set the smoltcp timeout and keep-alive that bound the life of a socket in its current
+/// state (the table in the module documentation).
+fn bound_lifetime(sock: &mut Socket<'static>) {
+    let (secs, keep_alive) = match sock.state() {
+        State::SynSent => (GUEST_CONNECT_TIMEOUT_SECS, None),
+        State::Listen | State::SynReceived => (HANDSHAKE_TIMEOUT_SECS, None),
+        State::FinWait1 | State::Closing | State::LastAck => (FIN_TIMEOUT_SECS, None),
+        _ => (STALL_TIMEOUT_SECS, Some(KEEPALIVE_SECS)),
+    };
+    let timeout = Some(smoltcp::time::Duration::from_secs(secs));
+    if sock.timeout() != timeout {
+        sock.set_timeout(timeout);
+    }
+    let keep_alive = keep_alive.map(smoltcp::time::Duration::from_secs);
+    if sock.keep_alive() != keep_alive {
+        sock.set_keep_alive(keep_alive);
+    }
+}
 
 /// A smoltcp socket configured for proxying: [`BUFFER_SIZE`] each way, no Nagle (the host side
 /// already batches), no delayed ACK (it costs a quarter of the throughput at MTU 65520).
@@ -97,7 +156,7 @@ fn new_socket() -> Socket<'static> {
     );
     sock.set_nagle_enabled(false);
     sock.set_ack_delay(None);
-    sock.set_timeout(Some(smoltcp::time::Duration::from_secs(STALL_TIMEOUT_SECS)));
+    bound_lifetime(&mut sock);
     sock
 }
 
@@ -118,21 +177,15 @@ pub fn on_guest_syn(
     if table.lookup(&key).is_some() {
         return true; // a retransmitted SYN: smoltcp's socket already has it
     }
-    let target = match env.rules.outbound(crate::nat::Proto::Tcp, dst, &env.ns) {
+    let target = match env.rules.outbound(Proto::Tcp, dst, &env.ns) {
         Ok(t) => t,
         Err(refusal) => {
-            env.counters.refused += 1;
-            debug!("tcp {src} -> {dst} refused: {refusal}");
-            let kind = match refusal {
-                Refusal::NotDns => Unreachable::Port,
-                _ => Unreachable::Net,
-            };
-            let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
-                stack.device.push_tx(f);
-            });
+            let what = format_args!("{src} -> {dst}");
+            super::refuse(env, stack, l2, Proto::Tcp, refusal, what, packet);
             return false;
         }
     };
+    super::make_room(env, table, flows, Proto::Tcp);
     let id = match table.insert(new_entry(key, target, env.now_ms)) {
         Ok(id) => id,
         Err(full) => {
@@ -169,17 +222,9 @@ pub fn on_guest_syn(
     }
     env.counters.created[0] += 1;
     debug!("tcp {src} -> {dst}: connecting to {target} (flow {id})");
-    super::Proxy::store_flow(
-        flows,
-        id,
-        AnyFlow::Tcp(Flow::new(
-            sock,
-            stream,
-            Phase::Connecting,
-            packet.to_vec(),
-            l2,
-        )),
-    );
+    let mut flow = Flow::new(sock, stream, Phase::Connecting, packet.to_vec(), l2);
+    flow.connect_deadline_ms = env.now_ms.saturating_add(HOST_CONNECT_TIMEOUT_MS);
+    super::Proxy::store_flow(flows, id, AnyFlow::Tcp(flow));
     true
 }
 
@@ -204,6 +249,7 @@ pub fn on_inbound(
         let _ = sys::net::set_linger_zero(&stream);
         return None;
     }
+    super::make_room(env, table, flows, Proto::Tcp);
     let id = match table.insert(new_entry(key, peer, env.now_ms)) {
         Ok(id) => id,
         Err(full) => {
@@ -228,9 +274,6 @@ pub fn on_inbound(
         return None;
     }
     let mut sock = new_socket();
-    sock.set_timeout(Some(smoltcp::time::Duration::from_secs(
-        GUEST_CONNECT_TIMEOUT_SECS,
-    )));
     let remote = smoltcp::wire::IpEndpoint::new(IpAddress::from(guest.ip()), guest.port());
     let local = smoltcp::wire::IpEndpoint::new(IpAddress::from(src.ip()), src.port());
     if let Err(e) = sock.connect(stack.iface.context(), remote, local) {
@@ -239,6 +282,7 @@ pub fn on_inbound(
         let _ = sys::net::set_linger_zero(&stream);
         return None;
     }
+    bound_lifetime(&mut sock);
     if let Some(e) = table.get_mut(id) {
         e.host_local = stream.local_addr().ok();
     }
@@ -268,7 +312,12 @@ fn refuse_connect(
     e: &io::Error,
 ) -> bool {
     let kind = match e.raw_os_error() {
-        Some(libc::ECONNREFUSED) => return true,
+        // Refused, or tapir is out of descriptors or memory for a new socket (RLIMIT_NOFILE):
+        // a reset, so the guest's connect fails at once with ECONNREFUSED while its open
+        // flows go on.
+        Some(libc::ECONNREFUSED | libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            return true
+        }
         Some(libc::EHOSTUNREACH) => Unreachable::Host,
         _ => Unreachable::Net,
     };
@@ -299,6 +348,25 @@ impl Flow {
             host_closing: false,
             syn,
             l2,
+            connect_deadline_ms: u64::MAX,
+        }
+    }
+
+    /// When this flow next needs a pass without news: smoltcp's next deadline, except while the
+    /// host connect is in flight, when only the connect deadline matters (the paused SYN-ACK
+    /// would otherwise make smoltcp ask for a pass at once, again and again).
+    pub fn next_deadline(&mut self, stack: &mut Stack, now: Instant) -> Option<Instant> {
+        if self.phase == Phase::Connecting {
+            let ms = i64::try_from(self.connect_deadline_ms).unwrap_or(i64::MAX);
+            return Some(Instant::from_millis(ms));
+        }
+        stack.poll_at(now, &self.sockets)
+    }
+
+    /// Reset the host side now (the flow is being reclaimed).
+    pub fn reset_host(&mut self) {
+        if let Some(s) = self.stream.take() {
+            let _ = sys::net::set_linger_zero(&s);
         }
     }
 
@@ -331,7 +399,7 @@ impl Flow {
             match sock.state() {
                 State::SynSent | State::SynReceived => return false,
                 State::Established | State::CloseWait => {
-                    sock.set_timeout(Some(smoltcp::time::Duration::from_secs(STALL_TIMEOUT_SECS)));
+                    bound_lifetime(sock);
                     self.phase = Phase::Open;
                     debug!("tcp flow {id}: guest accepted");
                 }
@@ -347,6 +415,14 @@ impl Flow {
             }
         }
         let state = sock.state();
+        if state == State::Listen {
+            // The guest answered our SYN-ACK with RST (smoltcp's SYN-RECEIVED falls back to
+            // LISTEN): it has no such connection, e.g. its client gave up while the host
+            // connect was in flight. Reset the host side; the flow is over.
+            debug!("tcp flow {id}: the guest reset the handshake");
+            self.reset_host();
+            return true;
+        }
         let mut out = 0u64;
         let mut inn = 0u64;
         let mut reset_host = false;
@@ -427,13 +503,13 @@ impl Flow {
             }
         }
         table.account(id, out, inn, env.now_ms);
-        if let Some(e) = table.get_mut(id) {
-            e.state = if self.host_eof || self.host_shut_wr {
-                crate::nat::State::HalfClosed
-            } else {
-                crate::nat::State::Open
-            };
-        }
+        let nat_state = match state {
+            State::SynSent | State::SynReceived => crate::nat::State::Connecting,
+            _ if self.host_eof || self.host_shut_wr => crate::nat::State::HalfClosed,
+            _ => crate::nat::State::Open,
+        };
+        table.set_state(id, nat_state);
+        bound_lifetime(sock);
 
         let state = sock.state();
         // The guest reset or timed out while the host side is still open: reset the host too.
@@ -459,12 +535,16 @@ impl Flow {
         id: FlowId,
     ) -> bool {
         let sock = self.sockets.get_mut::<Socket>(self.handle);
-        if !matches!(sock.state(), State::Listen | State::SynReceived) {
-            // The guest gave up (RST) before the host answered.
+        if sock.state() != State::SynReceived {
+            // The guest gave up (RST, back to LISTEN) before the host answered, or smoltcp
+            // never took its SYN (a malformed segment such as SYN|FIN): the SYN has always
+            // been processed before the first pass.
+            debug!("tcp flow {id}: the guest left the handshake while connecting");
             self.stream = None;
             return true;
         }
-        if !self.writable {
+        let timed_out = env.now_ms >= self.connect_deadline_ms;
+        if !self.writable && !timed_out {
             return false;
         }
         let Some(stream) = self.stream.as_ref() else {
@@ -474,6 +554,9 @@ impl Flow {
             Ok(Some(e)) => Some(e),
             Ok(None) => match stream.peer_addr() {
                 Ok(_) => None,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) && timed_out => {
+                    Some(io::Error::from_raw_os_error(libc::ETIMEDOUT))
+                }
                 Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
                     self.writable = false; // spurious wake-up; still connecting
                     return false;
@@ -486,6 +569,7 @@ impl Flow {
             None => {
                 sock.pause_synack(false);
                 self.phase = Phase::Open;
+                self.connect_deadline_ms = u64::MAX;
                 self.syn = Vec::new();
                 if let Some(e) = table.get_mut(id) {
                     e.host_local = stream.local_addr().ok();
@@ -512,5 +596,158 @@ impl Flow {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::iface::{Config, Interface};
+    use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+    use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+    use std::collections::VecDeque;
+
+    /// An Ethernet wire looped back onto itself that can go silent: a guest that vanished
+    /// without a word.
+    #[derive(Default)]
+    struct Wire {
+        frames: VecDeque<Vec<u8>>,
+        cut: bool,
+    }
+    struct Rx(Vec<u8>);
+    struct Tx<'a>(&'a mut Wire);
+
+    impl RxToken for Rx {
+        fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+            f(&self.0)
+        }
+    }
+
+    impl TxToken for Tx<'_> {
+        fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+            let mut frame = vec![0; len];
+            let r = f(&mut frame);
+            if !self.0.cut {
+                self.0.frames.push_back(frame);
+            }
+            r
+        }
+    }
+
+    impl Device for Wire {
+        type RxToken<'a> = Rx;
+        type TxToken<'a> = Tx<'a>;
+        fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+            let frame = self.frames.pop_front()?;
+            Some((Rx(frame), Tx(self)))
+        }
+        fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+            Some(Tx(self))
+        }
+        fn capabilities(&self) -> DeviceCapabilities {
+            let mut caps = DeviceCapabilities::default();
+            caps.medium = Medium::Ethernet;
+            caps.max_transmission_unit = 1514;
+            caps
+        }
+    }
+
+    /// A proxy socket (the flow's side) connected to a plain smoltcp socket (the guest's side)
+    /// over a [`Wire`], driven on a simulated clock a second at a time.
+    struct Pair {
+        wire: Wire,
+        iface: Interface,
+        sockets: SocketSet<'static>,
+        flow: SocketHandle,
+        now: Instant,
+    }
+
+    impl Pair {
+        fn established() -> Pair {
+            let mut wire = Wire::default();
+            let mac = EthernetAddress([0x02, 0, 0, 0, 0, 1]);
+            let now = Instant::from_secs(1);
+            let mut iface =
+                Interface::new(Config::new(HardwareAddress::Ethernet(mac)), &mut wire, now);
+            iface.update_ip_addrs(|a| {
+                a.push(IpCidr::new(Ipv4Address::new(10, 0, 2, 2).into(), 24))
+                    .unwrap();
+            });
+            let mut sockets = SocketSet::new(Vec::new());
+            let mut flow = new_socket();
+            flow.listen(80).unwrap();
+            let flow = sockets.add(flow);
+            let mut guest = Socket::new(
+                SocketBuffer::new(vec![0; 4096]),
+                SocketBuffer::new(vec![0; 4096]),
+            );
+            let remote = (Ipv4Address::new(10, 0, 2, 2), 80);
+            guest.connect(iface.context(), remote, 40000).unwrap();
+            sockets.add(guest);
+            let mut p = Pair {
+                wire,
+                iface,
+                sockets,
+                flow,
+                now,
+            };
+            p.run(2);
+            assert_eq!(p.state(), State::Established);
+            p
+        }
+
+        fn state(&self) -> State {
+            self.sockets.get::<Socket>(self.flow).state()
+        }
+
+        /// Advance `secs` seconds, a second at a time, bounding the flow's lifetime after each
+        /// step as the proxy's pass does.
+        fn run(&mut self, secs: u64) {
+            for _ in 0..secs {
+                self.now += smoltcp::time::Duration::from_secs(1);
+                for _ in 0..8 {
+                    self.iface.poll(self.now, &mut self.wire, &mut self.sockets);
+                }
+                bound_lifetime(self.sockets.get_mut::<Socket>(self.flow));
+            }
+        }
+    }
+
+    /// An idle connection whose guest is alive lives on (keep-alives are answered); it used to
+    /// be aborted after the stall timeout, so an idle SSH or database connection died after 5
+    /// minutes.
+    #[test]
+    fn idle_flow_with_a_live_guest_lives_on() {
+        let mut p = Pair::established();
+        p.run(3600);
+        assert_eq!(p.state(), State::Established);
+    }
+
+    /// A guest that vanishes without a word (no RST, no answer to keep-alives) loses its flow
+    /// within the stall timeout of its last word.
+    #[test]
+    fn idle_flow_of_a_vanished_guest_ends() {
+        let mut p = Pair::established();
+        p.run(KEEPALIVE_SECS * 2);
+        p.wire.cut = true;
+        p.run(STALL_TIMEOUT_SECS + 2);
+        assert_eq!(p.state(), State::Closed);
+    }
+
+    #[test]
+    fn lifetimes_by_state() {
+        let mut s = new_socket();
+        assert_eq!(s.state(), State::Closed);
+        assert_eq!(
+            s.timeout(),
+            Some(smoltcp::time::Duration::from_secs(STALL_TIMEOUT_SECS))
+        );
+        s.listen(80).unwrap();
+        bound_lifetime(&mut s);
+        assert_eq!(
+            s.timeout(),
+            Some(smoltcp::time::Duration::from_secs(HANDSHAKE_TIMEOUT_SECS))
+        );
+        assert_eq!(s.keep_alive(), None);
     }
 }

@@ -15,7 +15,8 @@
 //! `ECONNREFUSED` as it would on a real network.
 //!
 //! Flows expire after [`IDLE_TIMEOUT_MS`] without traffic, or [`DNS_TIMEOUT_MS`] for flows that
-//! only talked to the DNS proxy (libslirp's `SO_EXPIRE`/`SO_EXPIREFAST`).
+//! only talked to the DNS proxy (libslirp's `SO_EXPIRE`/`SO_EXPIREFAST`), or
+//! [`UNREPLIED_TIMEOUT_MS`] for flows that never got an answer (as conntrack).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -34,6 +35,10 @@ use crate::sys;
 pub const IDLE_TIMEOUT_MS: u64 = 240_000;
 /// Idle lifetime of a flow that only talked to the DNS proxy (libslirp `SO_EXPIREFAST`, 10 s).
 pub const DNS_TIMEOUT_MS: u64 = 10_000;
+/// Idle lifetime of a flow that never got a reply (conntrack's `nf_conntrack_udp_timeout`,
+/// 30 s): a spray of datagrams to closed or silent ports holds its sockets for this long, not
+/// [`IDLE_TIMEOUT_MS`].
+pub const UNREPLIED_TIMEOUT_MS: u64 = 30_000;
 /// Destinations remembered per flow for mapping replies and errors back.
 pub const MAX_PEERS: usize = 8;
 
@@ -46,6 +51,8 @@ pub struct Flow {
     /// (host target, address the guest sent to), most recent last.
     peers: Vec<(SocketAddr, SocketAddr)>,
     only_dns: bool,
+    /// A datagram came back from the host side.
+    replied: bool,
     active_ms: u64,
 }
 
@@ -64,20 +71,18 @@ pub fn on_guest_datagram(
     packet: &[u8],
 ) {
     let target = match env.rules.outbound(Proto::Udp, dst, &env.ns) {
+        // To one of tapir's own flow sockets (a port of theirs at an address of this host):
+        // its datagrams would come back as "replies" from tapir itself and keep flows alive
+        // as answered. The address is only looked at when the port matches.
+        Ok(t) if table.is_own_udp_port(t.port()) && sys::net::is_local_addr(t.ip()) => {
+            let what = format_args!("{src} -> {dst}");
+            super::refuse(env, stack, l2, Proto::Udp, Refusal::Reserved, what, packet);
+            return;
+        }
         Ok(t) => t,
         Err(refusal) => {
-            env.counters.refused += 1;
-            debug!("udp {src} -> {dst} refused: {refusal}");
-            let kind = match refusal {
-                Refusal::HostLoopbackDisabled => Some(Unreachable::Net),
-                Refusal::NotDns => Some(Unreachable::Port),
-                Refusal::NoNameserver | Refusal::NotUnicast => None,
-            };
-            if let Some(kind) = kind {
-                let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
-                    stack.device.push_tx(f);
-                });
-            }
+            let what = format_args!("{src} -> {dst}");
+            super::refuse(env, stack, l2, Proto::Udp, refusal, what, packet);
             return;
         }
     };
@@ -112,6 +117,9 @@ pub fn on_guest_datagram(
             debug!("udp flow {id}: send to {target}: {e}");
             env.counters.dropped += 1;
             let kind = match e.raw_os_error() {
+                // The DNS proxy cannot reach its upstream: to the guest, N+3 does not serve
+                // DNS now (port unreachable is the one error a UDP socket is told of).
+                Some(_) if env.rules.is_dns(dst.ip()) => Some(Unreachable::Port),
                 Some(libc::ENETUNREACH) => Some(Unreachable::Net),
                 Some(libc::EHOSTUNREACH) => Some(Unreachable::Host),
                 Some(libc::ECONNREFUSED) => Some(Unreachable::Port),
@@ -135,6 +143,7 @@ fn create(
     key: Key,
     target: SocketAddr,
 ) -> Option<FlowId> {
+    super::make_room(env, table, flows, Proto::Udp);
     let id = match table.insert(new_entry(key, target, env.now_ms)) {
         Ok(id) => id,
         Err(full) => {
@@ -161,9 +170,7 @@ fn create(
         table.remove(id);
         return None;
     }
-    if let Some(e) = table.get_mut(id) {
-        e.host_local = sock.local_addr().ok();
-    }
+    table.set_host_local(id, sock.local_addr().ok());
     env.counters.created[1] += 1;
     debug!("udp {}: new flow {id}", key.guest);
     super::Proxy::store_flow(
@@ -176,6 +183,7 @@ fn create(
             readable: false,
             peers: Vec::new(),
             only_dns: true,
+            replied: false,
             active_ms: env.now_ms,
         }),
     );
@@ -224,13 +232,18 @@ impl Flow {
     fn relay_errors(&mut self, env: &mut Env<'_>, stack: &mut Stack) {
         while let Ok(Some(err)) = sys::net::recv_error(&self.sock) {
             let Some(dst) = err.dst else { continue };
+            let guest_dst = self.guest_view(env, dst);
             let kind = match err.errno {
+                libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH
+                    if env.rules.is_dns(guest_dst.ip()) =>
+                {
+                    Unreachable::Port // as for a failed send to the upstream resolver
+                }
                 libc::ECONNREFUSED => Unreachable::Port,
                 libc::EHOSTUNREACH => Unreachable::Host,
                 libc::ENETUNREACH => Unreachable::Net,
                 _ => continue,
             };
-            let guest_dst = self.guest_view(env, dst);
             // Reconstruct the start of the guest's datagram to quote it.
             let mut quoted = Vec::new();
             let l2 = self.l2;
@@ -286,6 +299,7 @@ impl Flow {
         }
         if bytes > 0 {
             self.active_ms = env.now_ms;
+            self.replied = true;
         }
         table.account(id, 0, bytes, env.now_ms);
         false
@@ -295,6 +309,8 @@ impl Flow {
     pub fn expired(&self, now_ms: u64) -> bool {
         let limit = if self.only_dns {
             DNS_TIMEOUT_MS
+        } else if !self.replied {
+            UNREPLIED_TIMEOUT_MS
         } else {
             IDLE_TIMEOUT_MS
         };

@@ -61,6 +61,8 @@ pub enum Guest<'a> {
         seq: u16,
         /// Echo payload.
         data: &'a [u8],
+        /// The whole IP packet (quoted in ICMP errors).
+        packet: &'a [u8],
     },
     /// A fragment of a larger IPv4 datagram.
     Fragment,
@@ -71,6 +73,19 @@ pub enum Guest<'a> {
 /// Source MAC of a frame, if it is long enough to have one.
 pub fn source_mac(frame: &[u8]) -> Option<EthernetAddress> {
     EthernetFrame::new_checked(frame).ok().map(|f| f.src_addr())
+}
+
+impl Guest<'_> {
+    /// The guest's source address, for the kinds that carry one.
+    pub fn source(&self) -> Option<IpAddr> {
+        match self {
+            Guest::TcpSyn { src, .. } | Guest::Tcp { src, .. } | Guest::Udp { src, .. } => {
+                Some(src.ip())
+            }
+            Guest::EchoRequest { src, .. } => Some(*src),
+            Guest::Fragment | Guest::Other => None,
+        }
+    }
 }
 
 /// Classify one Ethernet frame from the guest.
@@ -119,6 +134,7 @@ fn classify_v4(packet: &[u8]) -> Guest<'_> {
                     ident,
                     seq: seq_no,
                     data,
+                    packet,
                 },
                 _ => Guest::Other,
             }
@@ -162,6 +178,7 @@ fn classify_v6(packet: &[u8]) -> Guest<'_> {
                     ident,
                     seq: seq_no,
                     data,
+                    packet,
                 },
                 _ => Guest::Other,
             }

@@ -342,6 +342,12 @@ impl VirtualHosts {
         else {
             return self.malformed("ARP packet is not Ethernet/IPv4");
         };
+        if sha != eth.src_addr {
+            // A lone guest on a tap has no one to speak for: an ARP whose sender differs from
+            // the frame's source would teach smoltcp (and us) a MAC no frame comes from, and cut
+            // the guest's own traffic until it expires.
+            return self.malformed("ARP sender address differs from the frame's source");
+        }
         if self.is_guest_ip(spa) {
             self.learn_guest_mac(sha);
         }
@@ -1531,6 +1537,27 @@ mod tests {
         assert_eq!(v, Verdict::ToStack);
         assert!(out.is_empty());
         assert_eq!(vh.counters().consumed, 0);
+    }
+
+    /// An ARP whose sender hardware address is not the frame's source (one frame of a guest
+    /// that writes its own) must not reach smoltcp, which would learn that MAC for the guest's
+    /// address and send the guest's traffic to it.
+    #[test]
+    fn arp_whose_sender_is_not_the_frame_source_is_dropped() {
+        let mut vh = vh();
+        for op in [ArpOperation::Request, ArpOperation::Reply] {
+            for tpa in [Ipv4Addr::new(10, 0, 2, 2), Ipv4Addr::new(10, 0, 2, 3)] {
+                let mut f = arp_frame(op, GUEST_IP, tpa);
+                // Sender hardware address: bytes 8..14 of the ARP packet, after the 14-byte
+                // Ethernet header.
+                f[22..28].copy_from_slice(&[0x02, 0xde, 0xad, 0, 0, 1]);
+                let (v, out) = feed(&mut vh, &f, 0);
+                assert_eq!(v, Verdict::Consumed, "{op:?} for {tpa}");
+                assert!(out.is_empty(), "{op:?} for {tpa}: no answer");
+            }
+        }
+        assert_eq!(vh.guest_mac(), None, "nothing learned");
+        assert_eq!(vh.counters().malformed, 4);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Small file-descriptor utilities: inherited fds, the ready byte, pidfds.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::cvt;
 
@@ -23,6 +23,37 @@ pub fn adopt(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: the caller names an fd inherited from our parent that no other object in this
     // process owns (the command line is parsed once, and each fd option is adopted once).
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Make `fd` non-blocking (`O_NONBLOCK`). Returns whether it was blocking before. The flag lives
+/// in the open file description, so whoever shares it (the process that passed a tap fd) sees
+/// the change too.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    if flags.contains(OFlag::O_NONBLOCK) {
+        return Ok(false);
+    }
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(true)
+}
+
+/// What kind of file `fd` is, in words for an error message ("a pipe", "a regular file", ...).
+pub fn describe(fd: BorrowedFd<'_>) -> &'static str {
+    use nix::sys::stat::{fstat, SFlag};
+    let Ok(st) = fstat(fd) else {
+        return "unknown";
+    };
+    match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+        SFlag::S_IFIFO => "a pipe",
+        SFlag::S_IFREG => "a regular file",
+        SFlag::S_IFSOCK => "a socket",
+        SFlag::S_IFDIR => "a directory",
+        SFlag::S_IFCHR => "a character device",
+        SFlag::S_IFBLK => "a block device",
+        SFlag::S_IFLNK => "a symbolic link",
+        _ => "a file of an unknown kind",
+    }
 }
 
 /// Write the ready byte `1` (retrying on EINTR) and close the descriptor, as slirp4netns does.

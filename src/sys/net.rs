@@ -290,6 +290,13 @@ pub fn recv_error(s: &UdpSocket) -> io::Result<Option<IcmpError>> {
     }))
 }
 
+/// Whether `ip` is an address of this host (in tapir's network namespace): loopback, or one a
+/// socket can bind to (binding to any other fails with EADDRNOTAVAIL). Costs a socket, so it
+/// is for rare checks, not every packet.
+pub fn is_local_addr(ip: IpAddr) -> bool {
+    ip.is_loopback() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
 /// Raise the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
 pub fn raise_fd_limit() -> io::Result<u64> {
     let mut rl = libc::rlimit {
@@ -353,6 +360,11 @@ pub fn interface_addr(name: &str, v6: bool) -> io::Result<Option<IpAddr>> {
     // SAFETY: head came from getifaddrs and is freed exactly once.
     unsafe { libc::freeifaddrs(head) };
     Ok(found)
+}
+
+/// Whether this network namespace has an interface called `name` (`if_nametoindex`).
+pub fn interface_exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
 }
 
 #[cfg(test)]

@@ -63,16 +63,26 @@ pub fn open(name: &str, vnet_hdr: bool) -> io::Result<(OwnedFd, String)> {
     Ok((fd, ifreq_name(&ifr)))
 }
 
+/// The `IFF_*` flags of the device `fd` is attached to (`TUNGETIFF`): `IFF_TAP` or `IFF_TUN`,
+/// `IFF_NO_PI`, `IFF_VNET_HDR`, ... Fails with `ENOTTY` (or `EINVAL`) for anything that is not a
+/// `/dev/net/tun` descriptor, and with `EBADFD` for one not attached to a device yet.
+pub fn flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_int> {
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a valid fd; TUNGETIFF writes only within the ifreq, which outlives the call.
+    // On a descriptor of another kind (we may be handed anything) pipes, regular files and
+    // sockets fail with ENOTTY without touching memory, and a driver that did answer this
+    // request number would write at most the 4 bytes the number encodes, well within the ifreq.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETIFF, &mut ifr as *mut libc::ifreq) })?;
+    // SAFETY: TUNGETIFF filled ifru_flags (the union member it defines).
+    Ok(libc::c_int::from(unsafe { ifr.ifr_ifru.ifru_flags }))
+}
+
 /// The `virtio_net_hdr` length frames on `fd` carry: 0 without `IFF_VNET_HDR` (for a tap fd
 /// someone else opened, `--netns-type=tapfd`), else what `TUNGETVNETHDRSZ` says (10 unless the
 /// opener changed it).
 pub fn vnet_hdr_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
-    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is a valid fd; TUNGETIFF writes only within the ifreq, which outlives the call.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), TUNGETIFF, &mut ifr as *mut libc::ifreq) })?;
-    // SAFETY: TUNGETIFF filled ifru_flags (the union member it defines).
-    let flags = libc::c_int::from(unsafe { ifr.ifr_ifru.ifru_flags });
+    let flags = flags(fd)?;
     if flags & IFF_VNET_HDR == 0 {
         return Ok(0);
     }

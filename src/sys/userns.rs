@@ -8,9 +8,18 @@
 //!    unprivileged process must do before writing its own `gid_map`),
 //! 3. makes every mount private and, if asked, bind-mounts a file over `/etc/resolv.conf` so that
 //!    the command resolves through tapir's DNS proxy,
-//! 4. tells the parent it is ready (one byte on a pipe) and blocks until the parent says "go"
+//! 4. asks for `SIGKILL` when tapir dies (`PR_SET_PDEATHSIG`, set after the credential changes
+//!    above, which could clear it, and checked against a tapir that died before it was set), so
+//!    the command never outlives the network it depends on, even when tapir is killed with
+//!    `SIGKILL`,
+//! 5. tells the parent it is ready (one byte on a pipe) and blocks until the parent says "go"
 //!    (one byte back) once the network is attached and configured,
-//! 5. `execvp`s the command. If the parent closes the go pipe without writing, the child exits 1.
+//! 6. `execvp`s the command. If the parent closes the go pipe without writing, the child exits 1.
+//!
+//! The death signal reaches the command itself, not processes it starts; the kernel also drops
+//! it when the command execs a set-user-ID, set-group-ID or file-capability program that gains
+//! privileges by it (inside the new user namespace such programs gain none: the child is already
+//! its root with every capability, and files owned by unmapped users are not set-user-ID there).
 //!
 //! Must be called while the process is single-threaded (the child runs Rust code after fork).
 
@@ -78,6 +87,16 @@ fn child_setup(resolv: Option<&Path>, uid: u32, gid: u32) -> Result<(), String> 
     Ok(())
 }
 
+/// In the child: get `SIGKILL` when `tapir` (the parent) dies; fail if it is already gone.
+fn die_with(tapir: Pid) -> Result<(), String> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("prctl(PR_SET_PDEATHSIG): {}", e.desc()))?;
+    if nix::unistd::getppid() != tapir {
+        return Err("tapir exited before the command could start".into());
+    }
+    Ok(())
+}
+
 /// Fork `argv` into new namespaces, paused until [`PendingChild::start`].
 pub fn spawn_isolated(argv: &[OsString], resolv: Option<&Path>) -> io::Result<PendingChild> {
     let cargs: Vec<CString> = argv
@@ -88,6 +107,7 @@ pub fn spawn_isolated(argv: &[OsString], resolv: Option<&Path>) -> io::Result<Pe
     if cargs.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no command"));
     }
+    let tapir = nix::unistd::getpid();
     let uid = nix::unistd::geteuid().as_raw();
     let gid = nix::unistd::getegid().as_raw();
     let (ready_r, ready_w) = pipe()?;
@@ -98,7 +118,7 @@ pub fn spawn_isolated(argv: &[OsString], resolv: Option<&Path>) -> io::Result<Pe
         ForkResult::Child => {
             drop(ready_r);
             drop(go_w);
-            let code = match child_setup(resolv, uid, gid) {
+            let code = match child_setup(resolv, uid, gid).and_then(|()| die_with(tapir)) {
                 Err(msg) => {
                     eprintln!("tapir run: {msg}");
                     1

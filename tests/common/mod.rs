@@ -12,8 +12,12 @@
 //! - as a plain user: the host namespace is `unshare -rn` and everything enters its user
 //!   namespace.
 //!
-//! When a prerequisite is missing the test prints `SKIP: <reason>` and returns, except under
-//! `CI=true`, where missing prerequisites are a failure (CI runs as root, so the tests must run).
+//! When a prerequisite is missing the test calls [`skip`] (through [`require!`] or [`host`]): it
+//! prints `SKIP: <reason>`, records the skip in the file `TAPIR_TEST_SKIP_FILE` names (test.sh
+//! sets it and counts the skips in its summary, since cargo reports a skipped test as passed),
+//! and returns, except under `CI=true`, where a missing prerequisite is a failure (CI runs as
+//! root, so the tests must run). Never print `SKIP:` by hand: a skip that is not recorded would
+//! be counted as a pass.
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
@@ -25,6 +29,15 @@ use std::time::{Duration, Instant};
 
 /// Name of the plain user that `.ci/run` creates for rootless tests.
 pub const TEST_USER: &str = "tapirtest";
+
+/// The rootless tests' plain user: `TAPIR_TEST_USER` if set (e.g. a name that does not exist,
+/// to see which tests skip without it), else [`TEST_USER`].
+pub fn test_user_name() -> String {
+    std::env::var("TAPIR_TEST_USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| TEST_USER.to_owned())
+}
 
 /// Path of the binary under test.
 pub fn tapir_bin() -> PathBuf {
@@ -38,19 +51,68 @@ pub fn in_ci() -> bool {
         .unwrap_or(false)
 }
 
-/// Skip (or, in CI, fail) with a reason.
+/// Skip (or, in CI, fail) with a reason, through [`skip`].
 #[macro_export]
 macro_rules! require {
     ($cond:expr, $($why:tt)*) => {
         if !$cond {
-            let why = format!($($why)*);
-            if $crate::common::in_ci() {
-                panic!("prerequisite missing under CI: {why}");
-            }
-            eprintln!("SKIP: {why}");
+            $crate::common::skip(&format!($($why)*));
             return;
         }
     };
+}
+
+/// Environment variable naming the file skips are recorded in (test.sh sets it).
+pub const SKIP_FILE_ENV: &str = "TAPIR_TEST_SKIP_FILE";
+
+/// The running test as `suite::test`: the test binary's name without cargo's hash, and the
+/// name libtest gives the thread that runs the test.
+pub fn current_test() -> String {
+    let exe = std::env::current_exe().ok();
+    let stem = exe
+        .as_deref()
+        .and_then(Path::file_stem)
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let suite = match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.bytes().all(|b| b.is_ascii_hexdigit()) => name.to_owned(),
+        _ => stem,
+    };
+    let thread = std::thread::current();
+    format!("{suite}::{}", thread.name().unwrap_or("?"))
+}
+
+/// The test cannot run here: under CI panic (a missing prerequisite is a failure there);
+/// otherwise print `SKIP: <why>` and append one line, `suite::test[ (extra args)]<TAB>why`, to
+/// the file `TAPIR_TEST_SKIP_FILE` names, if it is set. The caller must return at once.
+pub fn skip(why: &str) {
+    if in_ci() {
+        panic!("prerequisite missing under CI: {why}");
+    }
+    eprintln!("SKIP: {why}");
+    let Some(path) = std::env::var_os(SKIP_FILE_ENV).filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let mut name = current_test();
+    let extra = extra_args();
+    if !extra.is_empty() {
+        name.push_str(&format!(" (with {})", extra.join(" ")));
+    }
+    let line = format!("{name}\t{}\n", why.replace(['\n', '\t'], " "));
+    // One write of one short line on an O_APPEND file: lines of tests running in parallel (or
+    // in other test binaries) never interleave.
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        // Unrecorded, the skip would count as a pass: fail loudly instead.
+        panic!(
+            "cannot record the skip in {}: {e}",
+            Path::new(&path).display()
+        );
+    }
 }
 
 /// Whether the test process is root.
@@ -115,10 +177,7 @@ pub fn namespace_unavailable() -> Option<String> {
 /// Under CI a missing prerequisite is a failure instead.
 pub fn host() -> Option<HostNs> {
     if let Some(why) = namespace_unavailable() {
-        if in_ci() {
-            panic!("prerequisite missing under CI: {why}");
-        }
-        eprintln!("SKIP: {why}");
+        skip(&why);
         return None;
     }
     Some(HostNs::new())
@@ -129,10 +188,20 @@ pub fn tool(cmd: &str) -> bool {
     have(cmd)
 }
 
-/// uid and gid of the rootless test user, if it exists.
+/// Why a rootless test cannot run: the test user is missing, and how to create it.
+pub fn no_test_user() -> String {
+    format!(
+        "user {} does not exist (create it as .ci/run does: useradd --create-home {0}; \
+         see README, Testing)",
+        test_user_name()
+    )
+}
+
+/// uid and gid of the rootless test user ([`test_user_name`]), if it exists.
 pub fn test_user() -> Option<(u32, u32)> {
-    let out = Command::new("id").args(["-u", TEST_USER]).output().ok()?;
-    let gid = Command::new("id").args(["-g", TEST_USER]).output().ok()?;
+    let name = test_user_name();
+    let out = Command::new("id").args(["-u", &name]).output().ok()?;
+    let gid = Command::new("id").args(["-g", &name]).output().ok()?;
     if !out.status.success() || !gid.status.success() {
         return None;
     }
@@ -279,7 +348,9 @@ impl HostNs {
         let mut c = Command::new("nsenter");
         c.arg("-t").arg(self.pid.to_string()).args(["-n", "-m"]);
         if self.userns {
-            c.arg("-U");
+            // Keep our uid, which the namespace maps to its root: nsenter's own setgroups(2)
+            // would fail there (unshare -r denies it).
+            c.args(["-U", "--preserve-credentials"]);
         }
         if who == As::User {
             let (uid, gid) = test_user().expect("test user");
@@ -408,6 +479,11 @@ impl Guest {
         if own_userns {
             // Become the namespace's root (the owner's uid), so tools like ping can setuid.
             c.arg("-U");
+            if !is_root() {
+                // A plain runner's uid is already that root (unshare -r); nsenter's
+                // setgroups(2) would fail in a namespace that denies it.
+                c.arg("--preserve-credentials");
+            }
         }
         c.args(["sh", "-c", script])
             .stdin(Stdio::null())

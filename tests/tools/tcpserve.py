@@ -7,10 +7,14 @@ usage: tcpserve.py MODE ADDR PORT
             (works only if the client's FIN arrives while the other direction stays open).
   udpecho   UDP: send every datagram back to its sender (one process, unlike `ncat -u -k -e`,
             whose forked children outlive a killed parent).
+  slow      connects take 6 s or more: the accept queue (backlog 0) is held full by a filler
+            connection for 6 s, so the kernel drops SYNs until a retransmission; then accept
+            forever and hold each client open until it closes.
 """
 import socket
 import sys
 import threading
+import time
 
 
 def serve(mode, addr, port):
@@ -24,7 +28,15 @@ def serve(mode, addr, port):
     s = socket.socket(family, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
-    s.listen(512)
+    if mode == "slow":
+        s.listen(0)
+        filler = socket.create_connection((addr, port))
+        print("ready", flush=True)
+        time.sleep(6)
+        s.accept()[0].close()
+        filler.close()
+    else:
+        s.listen(512)
     while True:
         c, peer = s.accept()
         print("peer", peer[0], flush=True)
@@ -35,6 +47,9 @@ def handle(mode, c):
     try:
         if mode == "greet":
             c.sendall(b"ok\n")
+        elif mode == "slow":
+            while c.recv(65536):
+                pass
         elif mode == "halfclose":
             n = 0
             while True:
