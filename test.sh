@@ -39,11 +39,12 @@ step build cargo build --locked --bins
 step tests cargo test --locked --features test-utils --no-fail-fast -- --test-threads="$threads"
 # Every integration suite again with --enable-sandbox --enable-seccomp (the harness adds them to
 # each tapir it starts): every code path the tests exercise must run under the sandbox and the
-# seccomp allowlist. cli (no tapir process) and sandbox (sets the flags itself) are left out.
+# seccomp allowlist. cli and fuzz_corpus (no tapir process) and sandbox (sets the flags itself)
+# are left out.
 suites=()
 for f in tests/*.rs; do
     name="$(basename "$f" .rs)"
-    case "$name" in cli | sandbox) ;; *) suites+=(--test "$name") ;; esac
+    case "$name" in cli | sandbox | fuzz_corpus) ;; *) suites+=(--test "$name") ;; esac
 done
 TAPIR_TEST_EXTRA_ARGS="--enable-sandbox --enable-seccomp" \
     step sandboxed cargo test --locked --features test-utils --no-fail-fast "${suites[@]}" \

@@ -26,6 +26,8 @@ pub mod ctl;
 pub mod device;
 pub mod error;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod isolation;
 pub mod logger;
 pub mod nat;

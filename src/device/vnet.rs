@@ -211,6 +211,7 @@ fn coalesce_tcpv6_inner(
     if !ok {
         return None;
     }
+    // Both hold hdr_len >= p + 20 bytes (checked above): every index below is in range.
     let a = prev.get(..hdr_len)?;
     let b = next.get(..hdr_len)?;
     let v6_tcp = |f: &[u8]| f[12..14] == ETHERTYPE_IPV6.to_be_bytes() && f[20] == IPPROTO_TCP;

@@ -56,11 +56,18 @@ pub struct Stack {
 impl Stack {
     /// Build the stack for `cfg`, on a tap used as `mode` says, at time `now`.
     pub fn new(cfg: &Config, mode: TapMode, now: Instant) -> Self {
+        Self::with_seed(cfg, mode, now, seed())
+    }
+
+    /// [`Stack::new`] with smoltcp's random seed given: the same seed gives the same initial
+    /// sequence numbers, which the fuzz harness needs to replay a TCP exchange
+    /// ([`crate::fuzzing`]). Production uses [`Stack::new`].
+    pub fn with_seed(cfg: &Config, mode: TapMode, now: Instant, seed: u64) -> Self {
         let mtu = usize::try_from(cfg.mtu).unwrap_or(crate::config::MAX_MTU as usize);
         let mut device = Queues::new(mtu, mode);
         let mac = EthernetAddress(mac_for_v4(cfg.net.gateway()));
         let mut icfg = IfaceConfig::new(HardwareAddress::Ethernet(mac));
-        icfg.random_seed = seed();
+        icfg.random_seed = seed;
         let mut iface = Interface::new(icfg, &mut device, now);
         let gw = cfg.net.gateway();
         iface.update_ip_addrs(|addrs| {

@@ -1,0 +1,6 @@
+//! `tapir::fuzzing::publish_spec` (see `fuzz/README.md`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tapir::fuzzing::publish_spec(data));
