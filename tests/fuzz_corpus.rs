@@ -18,12 +18,11 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
-/// Every input for `target`: seeds, corpus, regressions (`pending` only when asked: inputs
-/// whose fix lies outside this branch).
+/// Every input for `target`: seeds, corpus, regressions.
 fn inputs(target: &str, dirs: &[&str]) -> Vec<(String, Vec<u8>)> {
     let mut out: Vec<(String, Vec<u8>)> = tapir::fuzzing::seeds()
         .into_iter()
-        .filter(|(t, _)| *t == target && dirs != PENDING)
+        .filter(|(t, _)| *t == target)
         .enumerate()
         .map(|(i, (_, d))| (format!("seed {i}"), d))
         .collect();
@@ -44,8 +43,6 @@ fn inputs(target: &str, dirs: &[&str]) -> Vec<(String, Vec<u8>)> {
 
 /// What every replay reads.
 const REPLAYED: &[&str] = &["corpus", "regressions"];
-/// Reproducers of findings whose fix is outside this branch (replayed by ignored tests).
-const PENDING: &[&str] = &["pending"];
 
 fn replay(target: &str, run: fn(&[u8])) -> usize {
     replay_dirs(target, REPLAYED, run)
@@ -142,18 +139,6 @@ fn argv_corpus() {
     assert!(replay("argv", tapir::fuzzing::argv) > 0);
 }
 
-/// The reproducers of findings whose fix is pending outside this branch (fuzz/README.md).
-#[test]
-#[ignore = "fails until the pending findings in fuzz/README.md are fixed"]
-fn pending_guest_frames() {
-    replay_confined_dirs(
-        "pending_guest_frames",
-        "guest_frames",
-        PENDING,
-        tapir::fuzzing::guest_frames,
-    );
-}
-
 /// The socket-touching entry points refuse to run outside a private namespace.
 #[test]
 fn unconfined_frames_are_refused() {
@@ -162,16 +147,15 @@ fn unconfined_frames_are_refused() {
     assert!(r.is_err(), "guest_frame ran without confine()");
 }
 
-/// Finding 1 of the frame fuzzers (`fuzz/pending/guest_frames/`), reduced: smoltcp 0.14 records
+/// Finding 1 of the frame fuzzers (`fuzz/regressions/guest_frames/crash-d01c47cc...`), reduced: smoltcp 0.14 records
 /// the unscaled window of its SYN-ACK (at most 65535) as if it were scaled, so until its next
 /// ACK it accepts data up to `65535 << shift` past the SYN, where `shift` comes from the buffer
 /// size: with a power-of-two buffer that is almost twice the buffer. A segment beyond the buffer
 /// is then half-stored (the assembler counts bytes the ring buffer dropped), and when the guest
 /// fills the gap while nobody reads, `RingBuffer::enqueue_unallocated` asserts, in release
-/// builds too: any guest can make tapir panic with ~20 frames. Ignored until
-/// `proxy::tcp::BUFFER_SIZE` is `(1 << 20) - 1` (see fuzz/README.md, "Findings").
+/// builds too: any guest could make tapir panic with ~20 frames. Fixed by
+/// `proxy::tcp::BUFFER_SIZE` = `(1 << 20) - 1` (see fuzz/README.md, "Findings").
 #[test]
-#[ignore = "fails until proxy::tcp::BUFFER_SIZE is 2^n - 1 (fuzz/README.md, finding 1)"]
 fn syn_ack_window_stays_within_the_buffer() {
     use smoltcp::iface::SocketSet;
     use smoltcp::socket::tcp;
