@@ -55,20 +55,6 @@ fn tools_dir() -> String {
     format!("{}/tests/tools", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tools(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find(|n| !tool(n))
-        .map(|n| format!("{n} not installed"))
-}
-
-macro_rules! need {
-    ($($t:expr),*) => {
-        let missing = tools(&[$($t),*]);
-        require!(missing.is_none(), "{}", missing.unwrap_or_default());
-    };
-}
-
 /// One sample of tapir's footprint.
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
@@ -241,14 +227,7 @@ impl Lab {
         let host = host()?;
         let dir = Scratch::new("hostile");
         let blob = dir.path("10m.bin");
-        let st = std::process::Command::new("sh")
-            .args([
-                "-c",
-                &format!("head -c {DOWNLOAD_BYTES} /dev/urandom > {}", blob.display()),
-            ])
-            .status()
-            .unwrap();
-        assert!(st.success());
+        random_file(&blob, DOWNLOAD_BYTES);
         let out = host.sh(As::Runner, &format!("ip addr add {OTHER}/32 dev lo"));
         assert!(out.status.success(), "{out:?}");
         let tools = tools_dir();
@@ -1060,13 +1039,7 @@ fn fault_sigstop_sigcont() {
     need!("python3", "curl", "busybox", "sha256sum");
     let dir = Scratch::new("stop");
     let blob = dir.path("blob");
-    std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("head -c 10485760 /dev/urandom > {}", blob.display()),
-        ])
-        .status()
-        .unwrap();
+    random_file(&blob, 10_485_760);
     let tools = tools_dir();
     let _h = host.spawn(
         As::Runner,
@@ -1201,13 +1174,7 @@ fn fault_tap_queue_full_no_silent_loss() {
 
     // (a) guest -> tapir with tapir stopped.
     let src = dir.path("up.bin");
-    std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("head -c 20000000 /dev/urandom > {}", src.display()),
-        ])
-        .status()
-        .unwrap();
+    random_file(&src, 20_000_000);
     let gp = g.pid;
     let up = std::thread::spawn({
         let src = src.clone();

@@ -15,26 +15,12 @@ fn start(host: &HostNs, extra: &[&str]) -> (Guest, Tapir) {
     host.start(&args)
 }
 
-fn tools(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find(|n| !tool(n))
-        .map(|n| format!("{n} not installed"))
-}
-
 /// Path of the test TCP server script.
 fn tcpserve() -> String {
     format!(
         "python3 {}/tests/tools/tcpserve.py",
         env!("CARGO_MANIFEST_DIR")
     )
-}
-
-macro_rules! need {
-    ($($t:expr),*) => {
-        let missing = tools(&[$($t),*]);
-        require!(missing.is_none(), "{}", missing.unwrap_or_default());
-    };
 }
 
 #[test]
@@ -86,14 +72,7 @@ fn bulk_both_ways(mtu: &str, offload: bool, v6: bool) {
     need!("ncat", "sha256sum");
     let dir = Scratch::new("bulk");
     let src = dir.path("src.bin");
-    let st = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("head -c 50000000 /dev/urandom > {}", src.display()),
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    random_file(&src, 50_000_000);
     let sum = |p: &std::path::Path| {
         let o = std::process::Command::new("sha256sum")
             .arg(p)

@@ -133,20 +133,6 @@ fn start(host: &HostNs, who: As, extra: &[&str]) -> (Guest, Tapir) {
     (g, t)
 }
 
-fn tools(names: &[&str]) -> Option<String> {
-    names
-        .iter()
-        .find(|n| !tool(n))
-        .map(|n| format!("{n} not installed"))
-}
-
-macro_rules! need {
-    ($($t:expr),*) => {
-        let missing = tools(&[$($t),*]);
-        require!(missing.is_none(), "{}", missing.unwrap_or_default());
-    };
-}
-
 fn tcpserve() -> String {
     format!(
         "python3 {}/tests/tools/tcpserve.py",

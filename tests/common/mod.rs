@@ -188,6 +188,38 @@ pub fn tool(cmd: &str) -> bool {
     have(cmd)
 }
 
+/// The first of `names` that is not installed, as a skip reason.
+pub fn missing_tool(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find(|n| !tool(n))
+        .map(|n| format!("{n} not installed"))
+}
+
+/// Skip (or, in CI, fail) unless every named tool is installed.
+#[macro_export]
+macro_rules! need {
+    ($($t:expr),*) => {
+        let missing = $crate::common::missing_tool(&[$($t),*]);
+        require!(missing.is_none(), "{}", missing.unwrap_or_default());
+    };
+}
+
+/// Fill `path` with `bytes` random bytes (test payloads).
+pub fn random_file(path: &Path, bytes: u64) {
+    let st = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "head -c {bytes} /dev/urandom > {}",
+                shell_quote(&path.display().to_string())
+            ),
+        ])
+        .status()
+        .expect("run head");
+    assert!(st.success(), "cannot write {}", path.display());
+}
+
 /// Why a rootless test cannot run: the test user is missing, and how to create it.
 pub fn no_test_user() -> String {
     format!(
