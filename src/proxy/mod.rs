@@ -199,30 +199,23 @@ const EXPIRY_CHECK_MS: u64 = 1000;
 /// Connections accepted from one forward listener per wake-up (fairness).
 const ACCEPT_BATCH: usize = 64;
 
-fn resolve_outbound<A: Into<IpAddr> + Copy>(o: &Option<Outbound<A>>, v6: bool) -> Option<IpAddr> {
+/// The source address outbound sockets bind to. `app` has already turned an interface name
+/// into its address and checked that it binds (before the banner), so only addresses reach
+/// here; a name that did not (a caller that skipped that check) binds nothing.
+fn outbound_source<A: Into<IpAddr> + Copy>(o: &Option<Outbound<A>>) -> Option<IpAddr> {
     match o {
-        None => None,
         Some(Outbound::Addr(a)) => Some((*a).into()),
-        Some(Outbound::Interface(name)) => match sys::net::interface_addr(name, v6) {
-            Ok(Some(a)) => Some(a),
-            Ok(None) => {
-                warn!(
-                    "interface {name} has no IPv{} address; outbound sockets are not bound",
-                    if v6 { 6 } else { 4 }
-                );
-                None
-            }
-            Err(e) => {
-                warn!("cannot list interface addresses: {e}");
-                None
-            }
-        },
+        Some(Outbound::Interface(name)) => {
+            debug!("outbound interface {name} was not resolved at start-up; sockets are not bound");
+            None
+        }
+        None => None,
     }
 }
 
 impl Proxy {
-    /// Build from the configuration (resolves `--outbound-addr=IFNAME` now). `broker`, if any,
-    /// makes sockets in the guest's namespace for spliced port forwards.
+    /// Build from the configuration. `broker`, if any, makes sockets in the guest's namespace
+    /// for spliced port forwards.
     pub fn new(cfg: &Config, broker: Option<sys::nsbroker::Broker>) -> Self {
         let mtu = usize::try_from(cfg.mtu).unwrap_or(1500);
         Proxy {
@@ -233,8 +226,8 @@ impl Proxy {
             emitter: Emitter::new(mtu),
             stack_mac: EthernetAddress(crate::config::mac_for_v4(cfg.net.gateway())),
             outbound: (
-                resolve_outbound(&cfg.outbound_addr, false),
-                resolve_outbound(&cfg.outbound_addr6, true),
+                outbound_source(&cfg.outbound_addr),
+                outbound_source(&cfg.outbound_addr6),
             ),
             counters: Counters::default(),
             epoch: std::time::Instant::now(),
