@@ -1116,18 +1116,7 @@ s.sendall(b"b\n"); print("idle", s.recv(8) == b"b\n")
         t0.elapsed().as_secs_f64()
     );
     assert!(dl.status.success(), "download: {dl:?}\n{}", t.logs());
-    let sum = |p: &Path| {
-        let o = std::process::Command::new("sha256sum")
-            .arg(p)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap_or("")
-            .to_owned()
-    };
-    assert_eq!(sum(&down), sum(&blob), "download corrupted");
+    assert_eq!(sha256(&down), sha256(&blob), "download corrupted");
     assert_eq!(
         String::from_utf8_lossy(&idle.stdout).trim(),
         "idle True",
@@ -1203,17 +1192,7 @@ fn fault_tap_queue_full_no_silent_loss() {
     let up = up.join().unwrap();
     assert!(up.status.success(), "upload: {up:?}");
     wait_until(Duration::from_secs(30), || !read(&log).is_empty());
-    let want = {
-        let o = std::process::Command::new("sha256sum")
-            .arg(&src)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned()
-    };
+    let want = sha256(&src);
     let got = read(&log);
     let guest_drops = g.ok("awk '/tap0:/ { sub(/.*:/, \"\"); print $12 }' /proc/net/dev");
     eprintln!(

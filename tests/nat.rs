@@ -73,18 +73,7 @@ fn bulk_both_ways(mtu: &str, offload: bool, v6: bool) {
     let dir = Scratch::new("bulk");
     let src = dir.path("src.bin");
     random_file(&src, 50_000_000);
-    let sum = |p: &std::path::Path| {
-        let o = std::process::Command::new("sha256sum")
-            .arg(p)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned()
-    };
-    let want = sum(&src);
+    let want = sha256(&src);
     let sock = dir.path("api.sock");
     let sock_arg = sock.display().to_string();
     let mut args = vec!["--mtu", mtu, "--api-socket", &sock_arg];
@@ -131,7 +120,7 @@ fn bulk_both_ways(mtu: &str, offload: bool, v6: bool) {
         down.display()
     ));
     assert_eq!(
-        sum(&down),
+        sha256(&down),
         want,
         "host->guest corrupted at MTU {mtu}\n{}",
         t.logs()
@@ -165,7 +154,7 @@ fn bulk_both_ways(mtu: &str, offload: bool, v6: bool) {
         matches!(srv.0.try_wait(), Ok(Some(_)))
     });
     assert_eq!(
-        sum(&up),
+        sha256(&up),
         want,
         "guest->host corrupted at MTU {mtu}\n{}",
         t.logs()

@@ -205,6 +205,19 @@ macro_rules! need {
     };
 }
 
+/// The SHA-256 of a file, hex (`sha256sum`; empty if it cannot be read).
+pub fn sha256(path: &Path) -> String {
+    let o = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// Fill `path` with `bytes` random bytes (test payloads).
 pub fn random_file(path: &Path, bytes: u64) {
     let st = Command::new("sh")
