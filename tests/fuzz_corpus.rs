@@ -278,17 +278,36 @@ fn tcp_seq(frame: &[u8]) -> Option<u32> {
     Some(t.seq_number().0 as u32)
 }
 
-/// Writes the built-in seeds into `fuzz/corpus/<target>/seed-NN` (run by hand:
-/// `cargo test --test fuzz_corpus -- --ignored write_seeds`).
+/// Every built-in seed is in `fuzz/corpus/<target>/` (as `seed-NN` or under any other name),
+/// so `cargo fuzz run` starts from them too (the replays above take the seeds from the library
+/// either way). With `TAPIR_WRITE_SEEDS=1` the missing ones are written as `seed-NN`.
 #[test]
-#[ignore]
-fn write_seeds() {
+fn seeds_are_in_the_corpus() {
+    let write = std::env::var_os("TAPIR_WRITE_SEEDS").is_some();
     let mut n = std::collections::HashMap::new();
+    let mut missing = Vec::new();
     for (target, data) in tapir::fuzzing::seeds() {
         let i = n.entry(target).or_insert(0);
-        let dir = fuzz_dir().join("corpus").join(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("seed-{i:02}")), data).unwrap();
+        let name = format!("seed-{i:02}");
         *i += 1;
+        let dir = fuzz_dir().join("corpus").join(target);
+        let present = std::fs::read_dir(&dir).is_ok_and(|rd| {
+            rd.filter_map(Result::ok)
+                .any(|e| std::fs::read(e.path()).is_ok_and(|d| d == data))
+        });
+        if present {
+            continue;
+        }
+        if write {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(&name), &data).unwrap();
+        } else {
+            missing.push(format!("{target}/{name}"));
+        }
     }
+    assert!(
+        missing.is_empty(),
+        "seeds missing from fuzz/corpus (write them with TAPIR_WRITE_SEEDS=1 cargo test --test \
+         fuzz_corpus seeds_are_in_the_corpus): {missing:?}"
+    );
 }
