@@ -16,6 +16,7 @@
 //! program sees only [`Outbound::Addr`].
 
 pub mod forward;
+pub mod pasta;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
@@ -72,6 +73,9 @@ pub enum ConfigError {
     /// A `--publish` spec could not be parsed.
     #[error("invalid --publish value {0:?}: {1}")]
     Publish(String, String),
+    /// A pasta-mode option is invalid (pasta's own message).
+    #[error("{0}")]
+    Pasta(String),
 }
 
 /// How the target network namespace is named on the command line (`--netns-type`).
@@ -104,13 +108,40 @@ impl<A> Outbound<A> {
     }
 }
 
-/// The virtual network, derived from `--cidr` (slirp4netns `slirp4netns_config_from_cidr`).
+/// The IPv4 side of the network the guest sees.
+///
+/// In slirp4netns mode ([`Network::parse_cidr`], [`Network::default`]) every address is derived
+/// from the CIDR as slirp4netns does (`slirp4netns_config_from_cidr`) and the whole prefix is
+/// *virtual*: it holds only the guest and tapir's virtual hosts. In pasta mode
+/// ([`Network::copied`]) the guest copies the host's own address, prefix and gateway: the
+/// prefix is the host's real network, so its other addresses are real hosts, reached through
+/// host sockets like any remote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Network {
     /// Network address `N`.
     pub network: Ipv4Addr,
-    /// Prefix length, 1..=25.
+    /// Prefix length (1..=25 in slirp4netns mode, 0..=32 in pasta mode).
     pub prefix_len: u8,
+    /// The guest's address: N+100 (recommended, set by `--configure`), or the host's address
+    /// it copies in pasta mode.
+    pub guest: Ipv4Addr,
+    /// The guest's router, answered by the stack itself: N+2, or the host's default gateway.
+    pub gateway: Ipv4Addr,
+    /// The DNS forwarding address: N+3, or pasta's `--dns-forward`.
+    pub dns: Ipv4Addr,
+    /// The address that reaches the host's loopback: N+2, or pasta's `--map-host-loopback`
+    /// (default: the gateway). Whether it is used is `Config::disable_host_loopback`.
+    pub loopback_alias: Ipv4Addr,
+    /// pasta's `--map-guest-addr`: a flow to this address reaches the host at the guest's own
+    /// address (which the host holds too, and which the guest therefore shadows).
+    pub guest_alias: Option<Ipv4Addr>,
+    /// First DHCP lease.
+    pub dhcp_first: Ipv4Addr,
+    /// Number of DHCP leases from `dhcp_first` on (1..=[`DHCP_POOL_SIZE`]).
+    pub dhcp_count: u32,
+    /// Whether the prefix is virtual (slirp4netns mode: only the guest and the virtual hosts
+    /// live there) or the host's real network (pasta mode: every other address is a remote).
+    pub virtual_subnet: bool,
 }
 
 impl Network {
@@ -136,22 +167,50 @@ impl Network {
         if !(1..=MAX_PREFIX_LEN).contains(&prefix_len) {
             return Err(ConfigError::PrefixLength);
         }
-        let net = Network {
-            network,
-            prefix_len,
-        };
-        if u32::from(network) & !net.mask_bits() != 0 {
+        if u32::from(network) & !mask_bits(prefix_len) != 0 {
             return Err(ConfigError::NotNetworkAddress(s.to_owned()));
         }
-        Ok(net)
+        Ok(Network::virtual_from(network, prefix_len))
+    }
+
+    /// The slirp4netns network on `network/prefix_len` (prefix at most [`MAX_PREFIX_LEN`]).
+    fn virtual_from(network: Ipv4Addr, prefix_len: u8) -> Self {
+        let at = |n: u32| Ipv4Addr::from(u32::from(network) + n);
+        Network {
+            network,
+            prefix_len,
+            guest: at(100),
+            gateway: at(2),
+            dns: at(3),
+            loopback_alias: at(2),
+            guest_alias: None,
+            dhcp_first: at(15),
+            dhcp_count: DHCP_POOL_SIZE,
+            virtual_subnet: true,
+        }
+    }
+
+    /// pasta's model: the guest is `guest/prefix_len` (the host's own address, or `-a`), its
+    /// router `gateway`. The loopback alias starts as the gateway and the DNS address as the
+    /// gateway too (callers set the ones the options name); DHCP leases only `guest`.
+    pub fn copied(guest: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> Self {
+        let prefix_len = prefix_len.min(32);
+        Network {
+            network: Ipv4Addr::from(u32::from(guest) & mask_bits(prefix_len)),
+            prefix_len,
+            guest,
+            gateway,
+            dns: gateway,
+            loopback_alias: gateway,
+            guest_alias: None,
+            dhcp_first: guest,
+            dhcp_count: 1,
+            virtual_subnet: false,
+        }
     }
 
     fn mask_bits(&self) -> u32 {
-        u32::MAX << (32 - u32::from(self.prefix_len))
-    }
-
-    fn offset(&self, n: u32) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.network) + n)
+        mask_bits(self.prefix_len)
     }
 
     /// Netmask, e.g. 255.255.255.0.
@@ -162,25 +221,26 @@ impl Network {
     pub fn broadcast(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.network) | !self.mask_bits())
     }
-    /// Gateway and host-loopback alias, N+2.
+    /// The guest's router (N+2 in slirp4netns mode); smoltcp's own address.
     pub fn gateway(&self) -> Ipv4Addr {
-        self.offset(2)
+        self.gateway
     }
-    /// DNS proxy address, N+3.
+    /// DNS forwarding address (N+3 in slirp4netns mode).
     pub fn dns(&self) -> Ipv4Addr {
-        self.offset(3)
+        self.dns
     }
-    /// First DHCP lease, N+15.
+    /// First DHCP lease (N+15 in slirp4netns mode).
     pub fn dhcp_start(&self) -> Ipv4Addr {
-        self.offset(15)
+        self.dhcp_first
     }
-    /// Last DHCP lease, N+30.
+    /// Last DHCP lease (N+30 in slirp4netns mode).
     pub fn dhcp_end(&self) -> Ipv4Addr {
-        self.offset(15 + DHCP_POOL_SIZE - 1)
+        Ipv4Addr::from(u32::from(self.dhcp_first) + self.dhcp_count.max(1) - 1)
     }
-    /// Recommended guest address (used by `--configure` and as default `guest_addr`), N+100.
+    /// The guest's address (used by `--configure` and as default `guest_addr`), N+100 in
+    /// slirp4netns mode.
     pub fn guest(&self) -> Ipv4Addr {
-        self.offset(100)
+        self.guest
     }
     /// Whether `ip` lies inside this network.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
@@ -188,16 +248,20 @@ impl Network {
     }
 }
 
+fn mask_bits(prefix_len: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
+        .unwrap_or(0)
+}
+
 impl Default for Network {
     fn default() -> Self {
-        Network {
-            network: DEFAULT_CIDR.0,
-            prefix_len: DEFAULT_CIDR.1,
-        }
+        Network::virtual_from(DEFAULT_CIDR.0, DEFAULT_CIDR.1)
     }
 }
 
-/// The fixed IPv6 side of the virtual network (libslirp hard-codes it; not derived from `--cidr`).
+/// The fixed IPv6 side of slirp4netns's network (libslirp hard-codes it; not derived from
+/// `--cidr`): the defaults of [`Network6`].
 pub mod ipv6 {
     use std::net::Ipv6Addr;
     /// Prefix announced in router advertisements.
@@ -210,6 +274,61 @@ pub mod ipv6 {
     pub const DNS: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3);
     /// Link-local source of router advertisements.
     pub const ROUTER_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+}
+
+/// The IPv6 side of the network the guest sees: slirp4netns's fixed fd00::/64 (the
+/// [`Default`]), or in pasta mode the host's global prefix and default gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network6 {
+    /// Prefix announced in router advertisements and used by `--configure`.
+    pub prefix: Ipv6Addr,
+    /// Prefix length (64 for SLAAC).
+    pub prefix_len: u8,
+    /// The guest's address when it is assigned (pasta mode copies the host's); `None` with
+    /// SLAAC.
+    pub guest: Option<Ipv6Addr>,
+    /// The guest's router, answered by the stack (fd00::2, or the host's IPv6 gateway, which
+    /// may be link-local).
+    pub gateway: Ipv6Addr,
+    /// Link-local source of router advertisements.
+    pub router_ll: Ipv6Addr,
+    /// DNS forwarding address (fd00::3, or pasta's IPv6 `--dns-forward`).
+    pub dns: Ipv6Addr,
+    /// Whether DNS to [`Self::dns`] is forwarded (always in slirp4netns mode unless
+    /// `--disable-dns`; in pasta mode only with an IPv6 `--dns-forward`).
+    pub dns_enabled: bool,
+    /// The address that reaches the host's `::1` (fd00::2, or `--map-host-loopback`).
+    pub loopback_alias: Option<Ipv6Addr>,
+    /// pasta's IPv6 `--map-guest-addr`.
+    pub guest_alias: Option<Ipv6Addr>,
+    /// Whether the prefix is virtual (see [`Network::virtual_subnet`]).
+    pub virtual_subnet: bool,
+}
+
+impl Default for Network6 {
+    fn default() -> Self {
+        Network6 {
+            prefix: ipv6::PREFIX,
+            prefix_len: ipv6::PREFIX_LEN,
+            guest: None,
+            gateway: ipv6::GATEWAY,
+            router_ll: ipv6::ROUTER_LL,
+            dns: ipv6::DNS,
+            dns_enabled: true,
+            loopback_alias: Some(ipv6::GATEWAY),
+            guest_alias: None,
+            virtual_subnet: true,
+        }
+    }
+}
+
+impl Network6 {
+    /// Whether `a` lies inside the prefix.
+    pub fn contains(&self, a: Ipv6Addr) -> bool {
+        let bits = u32::from(self.prefix_len.min(128));
+        let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+        u128::from(a) & mask == u128::from(self.prefix) & mask
+    }
 }
 
 /// MAC address slirp4netns's virtual host `ip` answers ARP with: `52:55` followed by the address.
@@ -351,6 +470,76 @@ pub struct Config {
     /// Splice TCP port-forward connections from loopback clients to a socket inside the
     /// namespace ([`crate::proxy::splice`]).
     pub splice_forwards: bool,
+    /// The IPv6 side of the network (used when `ipv6`).
+    pub net6: Network6,
+    /// Whether IPv4 is served (pasta's `--ipv6-only` turns it off).
+    pub ipv4: bool,
+    /// Which built-in services answer the guest (pasta's `--no-dhcp`, `--no-ndp`, `--no-ra`,
+    /// `--no-dhcpv6`, `--no-icmp`).
+    pub services: Services,
+    /// DNS servers announced by DHCP, DHCPv6 and router advertisements instead of the DNS
+    /// forwarding address (pasta's `-D`); empty: the forwarding address.
+    pub dns_servers: Vec<std::net::IpAddr>,
+    /// Search domains announced by DHCP (pasta's `-S`).
+    pub dns_search: Vec<String>,
+    /// How the process runs: daemon, pid file, quiet banner, namespace watch.
+    pub process: Process,
+    /// Forward every port the guest listens on (pasta's `-t auto` / `-u auto`).
+    pub auto_forward: AutoForward,
+    /// Port ranges forwarded from the namespace to the host (pasta's `-T` / `-U` specs).
+    pub reverse: Vec<forward::ForwardSpec>,
+}
+
+/// Built-in services of the virtual hosts; all on by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Services {
+    /// DHCPv4 server.
+    pub dhcp: bool,
+    /// Neighbour discovery answers (NDP).
+    pub ndp: bool,
+    /// Router advertisements.
+    pub ra: bool,
+    /// Stateless DHCPv6.
+    pub dhcpv6: bool,
+    /// ICMP echo proxying and answers.
+    pub icmp: bool,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services {
+            dhcp: true,
+            ndp: true,
+            ra: true,
+            dhcpv6: true,
+            icmp: true,
+        }
+    }
+}
+
+/// The process contract (pasta's daemon mode, `--pid`, `--quiet`, namespace watch).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Process {
+    /// Fork into the background once ready; the parent's exit 0 means ready.
+    pub daemonize: bool,
+    /// Write the serving process's PID here.
+    pub pid_file: Option<PathBuf>,
+    /// No banner on stderr (warnings and errors still print).
+    pub quiet: bool,
+    /// Log to this file instead of stderr.
+    pub log_file: Option<PathBuf>,
+    /// Exit when this network-namespace file is deleted (podman unmounts and removes it when
+    /// the container goes).
+    pub netns_file: Option<PathBuf>,
+}
+
+/// Automatic forwarding of the guest's listening ports (pasta's `auto`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AutoForward {
+    /// TCP listeners in the namespace get a host listener on the same port.
+    pub tcp: bool,
+    /// UDP sockets (and, as pasta does, TCP listeners' port numbers) get a bound host socket.
+    pub udp: bool,
 }
 
 /// Default `--busy-poll`: long enough to catch the reply of a request/response exchange over
@@ -449,6 +638,14 @@ impl Config {
             offload: !opts.disable_offload,
             busy_poll_us: opts.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US),
             splice_forwards: opts.splice_forwards,
+            net6: Network6::default(),
+            ipv4: true,
+            services: Services::default(),
+            dns_servers: Vec::new(),
+            dns_search: Vec::new(),
+            process: Process::default(),
+            auto_forward: AutoForward::default(),
+            reverse: Vec::new(),
         })
     }
 }
