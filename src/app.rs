@@ -393,6 +393,15 @@ fn serve(
     Ok(rt.run()?)
 }
 
+/// pasta mode: read the host's template interfaces, build the configuration, attach, serve.
+/// Returns the exit status. Errors are printed by the caller, bare (pasta's style).
+pub fn pasta(opts: &crate::config::pasta::PastaOptions) -> Result<i32, Error> {
+    let _ = opts;
+    Err(Error::Config(ConfigError::Pasta(
+        "pasta mode is not wired yet".to_owned(),
+    )))
+}
+
 /// slirp4netns mode: attach to `cfg.target` and serve. Returns the exit status.
 pub fn attach(cfg: &Config) -> Result<i32, Error> {
     let cfg = &resolve_outbound(cfg)?;

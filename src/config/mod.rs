@@ -17,6 +17,7 @@
 
 pub mod forward;
 pub mod pasta;
+pub mod portspec;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
