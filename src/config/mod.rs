@@ -639,7 +639,10 @@ impl Config {
             offload: !opts.disable_offload,
             busy_poll_us: opts.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US),
             splice_forwards: opts.splice_forwards,
-            net6: Network6::default(),
+            net6: Network6 {
+                dns_enabled: !opts.disable_dns,
+                ..Network6::default()
+            },
             ipv4: true,
             services: Services::default(),
             dns_servers: Vec::new(),

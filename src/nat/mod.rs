@@ -39,7 +39,7 @@ pub mod resolv;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::config::{ipv6, Network};
+use crate::config::{Network, Network6};
 use resolv::Nameservers;
 
 /// Most concurrent TCP flows. Each holds one host fd and up to two socket buffers; 4096 is far
@@ -438,25 +438,34 @@ pub enum Refusal {
     /// IPv6 is not enabled (`--enable-ipv6` was not given).
     #[error("IPv6 is disabled")]
     Ipv6Disabled,
+    /// IPv4 is not served (pasta's `--ipv6-only`).
+    #[error("IPv4 is disabled")]
+    Ipv4Disabled,
 }
 
 /// Address translation policy (immutable, built from the configuration).
 ///
-/// The destination check is an allowlist in spirit: the mapping addresses (the gateway, the
-/// DNS address, and with `-6` the fd00::/64 prefix) are translated; every address that would
-/// reach the host's loopback or no real host if proxied as it is, is refused before any host
-/// socket is made (slirp4netns 1.2 proxies 127.0.0.1, 0.0.0.0 and 255.255.255.255 from a guest
-/// that writes raw frames, so `--disable-host-loopback` can be walked around there); what
-/// remains is an ordinary remote address and passes through unchanged.
+/// The destination check is an allowlist in spirit: the mapping addresses (the loopback alias,
+/// the DNS address, pasta's guest alias) are translated; every address that would reach the
+/// host's loopback or no real host if proxied as it is, is refused before any host socket is
+/// made (slirp4netns 1.2 proxies 127.0.0.1, 0.0.0.0 and 255.255.255.255 from a guest that
+/// writes raw frames, so `--disable-host-loopback` can be walked around there); what remains
+/// is an ordinary remote address and passes through unchanged. In slirp4netns mode the whole
+/// prefix is virtual and its unowned addresses are refused; in pasta mode the prefix is the
+/// host's own network and its addresses are remotes like any other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rules {
-    /// The virtual network.
+    /// The IPv4 network.
     pub net: Network,
-    /// Whether fd00::/64 is served.
+    /// The IPv6 network.
+    pub net6: Network6,
+    /// Whether IPv4 is served.
+    pub ipv4: bool,
+    /// Whether IPv6 is served.
     pub ipv6: bool,
-    /// Whether the gateway reaches the host's loopback.
+    /// Whether the loopback alias reaches the host's loopback.
     pub host_loopback: bool,
-    /// Whether N+3 (fd00::3) is the DNS proxy.
+    /// Whether the IPv4 DNS address forwards to the host's resolver.
     pub dns: bool,
 }
 
@@ -465,19 +474,20 @@ impl Rules {
     pub fn new(cfg: &crate::config::Config) -> Self {
         Rules {
             net: cfg.net,
+            net6: cfg.net6,
+            ipv4: cfg.ipv4,
             ipv6: cfg.ipv6,
             host_loopback: !cfg.disable_host_loopback,
             dns: !cfg.disable_dns,
         }
     }
 
-    /// Whether `dst` is the DNS proxy address (and DNS is enabled).
+    /// Whether `dst` is the DNS forwarding address (and DNS is enabled).
     pub fn is_dns(&self, dst: IpAddr) -> bool {
-        self.dns
-            && match dst {
-                IpAddr::V4(a) => a == self.net.dns(),
-                IpAddr::V6(a) => self.ipv6 && a == ipv6::DNS,
-            }
+        match dst {
+            IpAddr::V4(a) => self.dns && a == self.net.dns,
+            IpAddr::V6(a) => self.ipv6 && self.net6.dns_enabled && a == self.net6.dns,
+        }
     }
 
     /// Where a guest flow to `dst` goes on the host. Checked before any host socket is made.
@@ -490,35 +500,66 @@ impl Rules {
         if dst.is_ipv6() && !self.ipv6 {
             return Err(Refusal::Ipv6Disabled);
         }
+        if dst.is_ipv4() && !self.ipv4 {
+            return Err(Refusal::Ipv4Disabled);
+        }
         if self.is_dns(dst.ip()) && proto != Proto::Icmp {
-            if dst.port() != DNS_PORT {
+            if dst.port() == DNS_PORT {
+                return match dst.ip() {
+                    IpAddr::V4(_) => ns
+                        .v4
+                        .map(|a| SocketAddr::new(IpAddr::V4(a), DNS_PORT))
+                        .ok_or(Refusal::NoNameserver),
+                    IpAddr::V6(_) => ns
+                        .v6
+                        .map(|a| {
+                            SocketAddr::V6(std::net::SocketAddrV6::new(a, DNS_PORT, 0, ns.v6_scope))
+                        })
+                        .ok_or(Refusal::NoNameserver),
+                };
+            }
+            if self.is_virtual(dst.ip()) {
                 return Err(Refusal::NotDns);
             }
-            return match dst.ip() {
-                IpAddr::V4(_) => ns
-                    .v4
-                    .map(|a| SocketAddr::new(IpAddr::V4(a), DNS_PORT))
-                    .ok_or(Refusal::NoNameserver),
-                IpAddr::V6(_) => ns
-                    .v6
-                    .map(|a| {
-                        SocketAddr::V6(std::net::SocketAddrV6::new(a, DNS_PORT, 0, ns.v6_scope))
-                    })
-                    .ok_or(Refusal::NoNameserver),
-            };
         }
-        let loopback = match dst.ip() {
-            IpAddr::V4(a) if a == self.net.gateway() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V6(a) if a == ipv6::GATEWAY => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => {
-                self.check_remote(ip)?;
-                return Ok(dst);
+        match dst.ip() {
+            IpAddr::V4(a) if a == self.net.loopback_alias => {
+                if self.host_loopback {
+                    return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), dst.port()));
+                }
+                if self.net.virtual_subnet {
+                    return Err(Refusal::HostLoopbackDisabled);
+                }
             }
-        };
-        if !self.host_loopback {
-            return Err(Refusal::HostLoopbackDisabled);
+            IpAddr::V6(a) if Some(a) == self.net6.loopback_alias => {
+                if self.host_loopback {
+                    return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), dst.port()));
+                }
+                if self.net6.virtual_subnet {
+                    return Err(Refusal::HostLoopbackDisabled);
+                }
+            }
+            IpAddr::V4(a) if Some(a) == self.net.guest_alias => {
+                return Ok(SocketAddr::new(IpAddr::V4(self.net.guest), dst.port()));
+            }
+            IpAddr::V6(a) if Some(a) == self.net6.guest_alias => {
+                if let Some(g) = self.net6.guest {
+                    return Ok(SocketAddr::new(IpAddr::V6(g), dst.port()));
+                }
+            }
+            _ => {}
         }
-        Ok(SocketAddr::new(loopback, dst.port()))
+        self.check_remote(dst.ip())?;
+        Ok(dst)
+    }
+
+    /// Whether `ip` is one of the virtual network's own addresses (slirp4netns mode only: in
+    /// pasta mode the gateway and DNS addresses are the host network's).
+    fn is_virtual(&self, ip: IpAddr) -> bool {
+        match ip {
+            IpAddr::V4(a) => self.net.virtual_subnet && self.net.contains(a),
+            IpAddr::V6(a) => self.net6.virtual_subnet && self.net6.contains(a),
+        }
     }
 
     /// Whether `ip`, which is no mapping address, may be proxied as it is.
@@ -527,11 +568,12 @@ impl Rules {
             IpAddr::V4(a) => {
                 if a.is_multicast() || a.is_broadcast() || a == self.net.broadcast() {
                     Err(Refusal::NotUnicast)
-                } else if reserved_v4(a) || self.net.contains(a) {
-                    // The virtual network holds no host but the virtual ones (the guest's own
+                } else if reserved_v4(a) || self.is_virtual(ip) || a == self.net.guest {
+                    // A virtual network holds no host but the virtual ones (the guest's own
                     // address never comes through the tap): its other addresses, the network
                     // address among them, are nobody's, and must not reach a host network
-                    // that happens to use the same range.
+                    // that happens to use the same range. In pasta mode the guest's address is
+                    // the host's own: only the guest alias reaches it.
                     Err(Refusal::Reserved)
                 } else {
                     Ok(())
@@ -544,7 +586,8 @@ impl Rules {
                     || a.is_loopback()
                     || a.is_unicast_link_local()
                     || embedded_v4(a).is_some()
-                    || in_prefix6(a)
+                    || self.is_virtual(ip)
+                    || Some(a) == self.net6.guest
                 {
                     Err(Refusal::Reserved)
                 } else {
@@ -556,8 +599,8 @@ impl Rules {
 
     /// Whether the guest may use `src` as its source address: never one that is the host's
     /// (loopback), nobody's (unspecified, "this network", broadcast, multicast, IPv4-mapped
-    /// or -compatible IPv6), or a virtual host's own. Frames from such sources are dropped
-    /// before they reach a proxy or smoltcp.
+    /// or -compatible IPv6), or one of the addresses tapir answers for. Frames from such
+    /// sources are dropped before they reach a proxy or smoltcp.
     pub fn guest_source_ok(&self, src: IpAddr) -> bool {
         match src {
             IpAddr::V4(a) => {
@@ -565,25 +608,54 @@ impl Rules {
                     || a.is_multicast()
                     || a.is_broadcast()
                     || a == self.net.broadcast()
-                    || a == self.net.gateway()
-                    || a == self.net.dns())
+                    || a == self.net.gateway
+                    || a == self.net.dns
+                    || a == self.net.loopback_alias
+                    || Some(a) == self.net.guest_alias)
             }
             IpAddr::V6(a) => {
                 !(a.is_unspecified()
                     || a.is_loopback()
                     || a.is_multicast()
                     || embedded_v4(a).is_some()
-                    || a == ipv6::GATEWAY
-                    || a == ipv6::DNS
-                    || a == ipv6::ROUTER_LL)
+                    || a == self.net6.gateway
+                    || a == self.net6.dns
+                    || a == self.net6.router_ll
+                    || Some(a) == self.net6.loopback_alias
+                    || Some(a) == self.net6.guest_alias)
             }
         }
     }
 
+    /// The address a host-side peer that the guest cannot see (loopback, unspecified, the
+    /// other family) appears as: the loopback alias (the gateway by default).
+    fn host_alias(&self, v6: bool) -> IpAddr {
+        if v6 {
+            IpAddr::V6(self.net6.loopback_alias.unwrap_or(self.net6.gateway))
+        } else {
+            IpAddr::V4(self.net.loopback_alias)
+        }
+    }
+
+    /// A host peer at the guest's own address (pasta mode: the host's address, which the guest
+    /// shadows) appears as the guest alias when there is one.
+    fn shadowed(&self, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(a) if !self.net.virtual_subnet && a == self.net.guest => {
+                self.net.guest_alias.map(IpAddr::V4)
+            }
+            IpAddr::V6(a) if !self.net6.virtual_subnet && Some(a) == self.net6.guest => {
+                self.net6.guest_alias.map(IpAddr::V6)
+            }
+            _ => None,
+        }
+    }
+
     /// How a client of a port forward appears to the guest (libslirp `sotranslate_accept`):
-    /// loopback and unspecified clients appear as the gateway; every other client keeps its
-    /// address, so the container sees who connected. A client of the other address family than
-    /// the guest address also appears as the gateway (it cannot be represented).
+    /// loopback and unspecified clients appear as the loopback alias (the gateway); every other
+    /// client keeps its address, so the container sees who connected. A client of the other
+    /// address family than the guest address also appears as the alias (it cannot be
+    /// represented).
     pub fn inbound_client(&self, peer: SocketAddr, guest_v6: bool) -> SocketAddr {
         let peer = match peer.ip() {
             IpAddr::V6(a) => match a.to_ipv4_mapped() {
@@ -592,11 +664,9 @@ impl Rules {
             },
             IpAddr::V4(_) => peer,
         };
-        let gateway = if guest_v6 {
-            IpAddr::V6(ipv6::GATEWAY)
-        } else {
-            IpAddr::V4(self.net.gateway())
-        };
+        if let Some(alias) = self.shadowed(peer.ip()) {
+            return SocketAddr::new(alias, peer.port());
+        }
         let keep = match peer.ip() {
             IpAddr::V4(a) => !guest_v6 && !a.is_loopback() && !a.is_unspecified(),
             IpAddr::V6(a) => guest_v6 && !a.is_loopback() && !a.is_unspecified(),
@@ -604,31 +674,35 @@ impl Rules {
         if keep {
             peer
         } else {
-            SocketAddr::new(gateway, peer.port())
+            SocketAddr::new(self.host_alias(guest_v6), peer.port())
         }
     }
 
-    /// How a host peer appears to the guest: loopback sources become the gateway (spec §2,
-    /// libslirp `sotranslate_in`/`sotranslate_accept`); a reply from the resolver to a DNS flow
-    /// appears to come from the DNS address; everything else is preserved.
+    /// How a host peer appears to the guest: loopback sources become the loopback alias (spec
+    /// §2, libslirp `sotranslate_in`/`sotranslate_accept`); a reply from the resolver to a DNS
+    /// flow appears to come from the DNS address; the host's own address (pasta mode) appears
+    /// as the guest alias; everything else is preserved.
     pub fn inbound(&self, from: SocketAddr, dns_flow: bool, ns: &Nameservers) -> SocketAddr {
         if dns_flow && from.port() == DNS_PORT {
             match from.ip() {
                 IpAddr::V4(a) if Some(a) == ns.v4 => {
-                    return SocketAddr::new(IpAddr::V4(self.net.dns()), DNS_PORT)
+                    return SocketAddr::new(IpAddr::V4(self.net.dns), DNS_PORT)
                 }
                 IpAddr::V6(a) if Some(a) == ns.v6 => {
-                    return SocketAddr::new(IpAddr::V6(ipv6::DNS), DNS_PORT)
+                    return SocketAddr::new(IpAddr::V6(self.net6.dns), DNS_PORT)
                 }
                 _ => {}
             }
         }
+        if let Some(alias) = self.shadowed(from.ip()) {
+            return SocketAddr::new(alias, from.port());
+        }
         match from.ip() {
             IpAddr::V4(a) if a.is_loopback() || a.is_unspecified() => {
-                SocketAddr::new(IpAddr::V4(self.net.gateway()), from.port())
+                SocketAddr::new(self.host_alias(false), from.port())
             }
             IpAddr::V6(a) if a.is_loopback() || a.is_unspecified() => {
-                SocketAddr::new(IpAddr::V6(ipv6::GATEWAY), from.port())
+                SocketAddr::new(self.host_alias(true), from.port())
             }
             IpAddr::V6(a) => match a.to_ipv4_mapped() {
                 Some(v4) => {
@@ -657,12 +731,6 @@ fn embedded_v4(a: Ipv6Addr) -> Option<Ipv4Addr> {
     })
 }
 
-fn in_prefix6(a: Ipv6Addr) -> bool {
-    let p = ipv6::PREFIX.segments();
-    let s = a.segments();
-    s[..4] == p[..4]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -687,6 +755,8 @@ mod tests {
     fn rules() -> Rules {
         Rules {
             net: Network::default(),
+            net6: Network6::default(),
+            ipv4: true,
             ipv6: true,
             host_loopback: true,
             dns: true,
@@ -818,10 +888,105 @@ mod tests {
         );
     }
 
+    /// pasta mode as podman runs it: the host's 192.0.2.10/24, gateway 192.0.2.1,
+    /// `--no-map-gw`, `--dns-forward 169.254.1.1`, `--map-guest-addr 169.254.1.2`.
+    fn pasta_rules(host_loopback: bool) -> Rules {
+        let mut net = Network::copied(
+            Ipv4Addr::new(192, 0, 2, 10),
+            24,
+            Ipv4Addr::new(192, 0, 2, 1),
+        );
+        net.dns = Ipv4Addr::new(169, 254, 1, 1);
+        net.guest_alias = Some(Ipv4Addr::new(169, 254, 1, 2));
+        let net6 = Network6 {
+            prefix: "2001:db8::".parse().unwrap(),
+            guest: Some("2001:db8::10".parse().unwrap()),
+            gateway: "2001:db8::1".parse().unwrap(),
+            dns_enabled: false,
+            loopback_alias: host_loopback.then(|| "2001:db8::1".parse().unwrap()),
+            guest_alias: None,
+            virtual_subnet: false,
+            ..Network6::default()
+        };
+        Rules {
+            net,
+            net6,
+            ipv4: true,
+            ipv6: true,
+            host_loopback,
+            dns: true,
+        }
+    }
+
+    #[test]
+    fn pasta_mode_translation() {
+        let n = ns();
+        let r = pasta_rules(false);
+        let tcp = |a: &str| r.outbound(Proto::Tcp, sa(a), &n);
+        // The host's network is real: its hosts, the gateway among them, are remotes.
+        assert_eq!(tcp("192.0.2.1:80"), Ok(sa("192.0.2.1:80")));
+        assert_eq!(tcp("192.0.2.77:80"), Ok(sa("192.0.2.77:80")));
+        assert_eq!(tcp("[2001:db8::1]:80"), Ok(sa("[2001:db8::1]:80")));
+        assert_eq!(tcp("[2001:db8::77]:80"), Ok(sa("[2001:db8::77]:80")));
+        // The guest alias reaches the host at its own address; that address itself does not.
+        assert_eq!(tcp("169.254.1.2:8000"), Ok(sa("192.0.2.10:8000")));
+        assert_eq!(tcp("192.0.2.10:8000"), Err(Refusal::Reserved));
+        assert_eq!(tcp("[2001:db8::10]:80"), Err(Refusal::Reserved));
+        // DNS forward, TCP and UDP; other ports of that address pass through.
+        assert_eq!(tcp("169.254.1.1:53"), Ok(sa("127.0.0.53:53")));
+        assert_eq!(
+            r.outbound(Proto::Udp, sa("169.254.1.1:53"), &n),
+            Ok(sa("127.0.0.53:53"))
+        );
+        assert_eq!(tcp("169.254.1.1:80"), Ok(sa("169.254.1.1:80")));
+        // Loopback stays out of reach whatever the address.
+        assert_eq!(tcp("127.0.0.1:80"), Err(Refusal::Reserved));
+        assert_eq!(tcp("192.0.2.255:80"), Err(Refusal::NotUnicast));
+        // With the gateway mapped (no --no-map-gw), it is the host's loopback.
+        let m = pasta_rules(true);
+        let mut m4 = m;
+        m4.net.loopback_alias = m.net.gateway;
+        assert_eq!(
+            m4.outbound(Proto::Tcp, sa("192.0.2.1:80"), &n),
+            Ok(sa("127.0.0.1:80"))
+        );
+        assert_eq!(
+            m4.outbound(Proto::Tcp, sa("[2001:db8::1]:80"), &n),
+            Ok(sa("[::1]:80"))
+        );
+        // Inbound: the host's own address appears as the guest alias, loopback as the alias.
+        assert_eq!(
+            r.inbound_client(sa("192.0.2.10:4000"), false),
+            sa("169.254.1.2:4000")
+        );
+        assert_eq!(
+            r.inbound_client(sa("127.0.0.1:4000"), false),
+            sa("192.0.2.1:4000")
+        );
+        assert_eq!(
+            r.inbound_client(sa("198.51.100.7:4000"), false),
+            sa("198.51.100.7:4000")
+        );
+        assert_eq!(
+            r.inbound(sa("127.0.0.53:53"), true, &n),
+            sa("169.254.1.1:53")
+        );
+        // --ipv6-only refuses IPv4.
+        let v6only = Rules { ipv4: false, ..r };
+        assert_eq!(
+            v6only.outbound(Proto::Tcp, sa("192.0.2.77:80"), &n),
+            Err(Refusal::Ipv4Disabled)
+        );
+    }
+
     #[test]
     fn disable_dns_leaves_n3_to_nobody() {
         let r = Rules {
             dns: false,
+            net6: Network6 {
+                dns_enabled: false,
+                ..Network6::default()
+            },
             ..rules()
         };
         // slirp4netns proxies N+3 as it is then, out to the host's network; no host is there.

@@ -160,6 +160,8 @@ pub struct HostEvent {
 /// All flows and the policy they follow.
 pub struct Proxy {
     rules: Rules,
+    /// Whether guest echo requests are proxied (pasta's `--no-icmp` turns it off).
+    icmp: bool,
     resolvers: Resolvers,
     table: Table,
     flows: Vec<Option<Flow>>,
@@ -220,6 +222,7 @@ impl Proxy {
         let mtu = usize::try_from(cfg.mtu).unwrap_or(1500);
         Proxy {
             rules: Rules::new(cfg),
+            icmp: cfg.services.icmp,
             resolvers: Resolvers::new(RESOLV_CONF),
             table: Table::new(),
             flows: Vec::new(),
@@ -406,6 +409,7 @@ impl Proxy {
             src: self.stack_mac,
             dst: guest_mac,
         };
+        let icmp_on = self.icmp;
         let (mut env, table, flows) = self.env(now_ms);
         let mut icmp_unavailable = false;
         let created = env.counters.created;
@@ -430,6 +434,10 @@ impl Proxy {
                 udp::on_guest_datagram(
                     &mut env, table, flows, stack, registry, l2, src, dst, payload, packet,
                 );
+                Route::Consumed
+            }
+            Guest::EchoRequest { .. } if !icmp_on => {
+                env.counters.refused += 1;
                 Route::Consumed
             }
             Guest::EchoRequest {
@@ -791,9 +799,11 @@ pub(crate) fn refusal_reply(refusal: Refusal, proto: Proto) -> Option<Unreachabl
     match refusal {
         Refusal::HostLoopbackDisabled | Refusal::Reserved => Some(Unreachable::Net),
         Refusal::NotDns | Refusal::NoNameserver if proto != Proto::Icmp => Some(Unreachable::Port),
-        Refusal::NotDns | Refusal::NoNameserver | Refusal::NotUnicast | Refusal::Ipv6Disabled => {
-            None
-        }
+        Refusal::NotDns
+        | Refusal::NoNameserver
+        | Refusal::NotUnicast
+        | Refusal::Ipv6Disabled
+        | Refusal::Ipv4Disabled => None,
     }
 }
 

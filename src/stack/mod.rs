@@ -38,7 +38,7 @@ use smoltcp::wire::{
     EthernetRepr, HardwareAddress, IpAddress, IpCidr,
 };
 
-use crate::config::{ipv6, mac_for_v4, Config};
+use crate::config::{mac_for_v4, Config};
 use crate::device::{Queues, TapMode};
 
 /// The network stack facing the guest.
@@ -70,28 +70,27 @@ impl Stack {
         icfg.random_seed = seed;
         let mut iface = Interface::new(icfg, &mut device, now);
         let gw = cfg.net.gateway();
+        let gw6 = cfg.net6.gateway;
         iface.update_ip_addrs(|addrs| {
-            // Capacity is IFACE_MAX_ADDR_COUNT (2): exactly N+2 and fd00::2.
+            // Capacity is IFACE_MAX_ADDR_COUNT (2): exactly the IPv4 and the IPv6 gateway
+            // (N+2 and fd00::2 in slirp4netns mode).
             let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(gw), cfg.net.prefix_len));
             if cfg.ipv6 {
-                let _ = addrs.push(IpCidr::new(
-                    IpAddress::Ipv6(ipv6::GATEWAY),
-                    ipv6::PREFIX_LEN,
-                ));
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(gw6), cfg.net6.prefix_len));
             }
         });
         // any_ip accepts a foreign destination only if a route to it goes through one of our own
         // addresses: a default route via ourselves makes every destination ours.
         let _ = iface.routes_mut().add_default_ipv4_route(gw);
         if cfg.ipv6 {
-            let _ = iface.routes_mut().add_default_ipv6_route(ipv6::GATEWAY);
+            let _ = iface.routes_mut().add_default_ipv6_route(gw6);
         }
         iface.set_any_ip(true);
         Stack {
             iface,
             empty: SocketSet::new(Vec::new()),
             device,
-            vhost: vhost::VirtualHosts::new(cfg.net, cfg.ipv6),
+            vhost: vhost::VirtualHosts::from_config(cfg),
         }
     }
 

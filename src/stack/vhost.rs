@@ -65,7 +65,9 @@ use smoltcp::wire::{
 };
 
 use super::dhcpv6;
-use crate::config::{ipv6, mac_for_v4, mac_for_v6, Network, DHCP_LEASE_SECS, DHCP_POOL_SIZE};
+use crate::config::{
+    mac_for_v4, mac_for_v6, Config, Network, Network6, Services, DHCP_LEASE_SECS, DHCP_POOL_SIZE,
+};
 
 /// Smallest Ethernet frame (without FCS); ARP replies are padded to it like libslirp's.
 const MIN_ETHERNET_FRAME_LEN: usize = 60;
@@ -157,7 +159,13 @@ struct Lease {
 #[derive(Debug)]
 pub struct VirtualHosts {
     net: Network,
+    net6: Network6,
     ipv6: bool,
+    services: Services,
+    /// DNS servers announced by DHCP (the DNS address unless `-D`).
+    dns4: Vec<Ipv4Addr>,
+    /// DNS server announced by RA and DHCPv6.
+    dns6: Ipv6Addr,
     /// [`stack_mac`] of `net`.
     mac: EthernetAddress,
     /// Destination MACs rewritten to `mac`.
@@ -183,15 +191,51 @@ impl VirtualHosts {
     /// Virtual hosts for `net`; `ipv6` enables NDP, router advertisements and ICMPv6 echo
     /// (`-6`). Without it every IPv6 frame is consumed.
     pub fn new(net: Network, ipv6: bool) -> Self {
-        let pool = usize::try_from(DHCP_POOL_SIZE).unwrap_or(16);
+        Self::with(net, Network6::default(), ipv6, Services::default(), &[])
+    }
+
+    /// Virtual hosts for a configuration (its networks, services and announced DNS servers).
+    pub fn from_config(cfg: &Config) -> Self {
+        Self::with(cfg.net, cfg.net6, cfg.ipv6, cfg.services, &cfg.dns_servers)
+    }
+
+    fn with(
+        net: Network,
+        net6: Network6,
+        ipv6: bool,
+        services: Services,
+        dns_servers: &[std::net::IpAddr],
+    ) -> Self {
+        let pool = usize::try_from(net.dhcp_count.clamp(1, DHCP_POOL_SIZE)).unwrap_or(1);
+        let mut dns4: Vec<Ipv4Addr> = dns_servers
+            .iter()
+            .filter_map(|a| match a {
+                std::net::IpAddr::V4(a) => Some(*a),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        if dns4.is_empty() {
+            dns4.push(net.dns());
+        }
+        let dns6 = dns_servers
+            .iter()
+            .find_map(|a| match a {
+                std::net::IpAddr::V6(a) => Some(*a),
+                std::net::IpAddr::V4(_) => None,
+            })
+            .unwrap_or(net6.dns);
         VirtualHosts {
             net,
+            net6,
             ipv6,
+            services,
+            dns4,
+            dns6,
             mac: stack_mac(&net),
             alias_macs: [
                 EthernetAddress(mac_for_v4(net.dns())),
-                EthernetAddress(mac_for_v6(ipv6::GATEWAY)),
-                EthernetAddress(mac_for_v6(ipv6::DNS)),
+                EthernetAddress(mac_for_v6(net6.gateway)),
+                EthernetAddress(mac_for_v6(net6.dns)),
             ],
             guest_mac: None,
             leases: vec![None; pool],
@@ -230,7 +274,7 @@ impl VirtualHosts {
     /// The current timer deadline in ms (next unsolicited RA), or `None`. Can move earlier after
     /// [`Self::on_guest_frame`], so read it again after feeding frames.
     pub fn next_deadline(&self) -> Option<u64> {
-        if self.ipv6 {
+        if self.ipv6 && self.services.ra {
             self.ra_next_ms
         } else {
             None
@@ -255,7 +299,7 @@ impl VirtualHosts {
     /// Timer work (unsolicited IPv6 router advertisements); returns the next deadline in ms, or
     /// None. A returned deadline is always later than `now_ms`.
     pub fn on_timer(&mut self, now_ms: u64, reply: &mut dyn FnMut(&[u8])) -> Option<u64> {
-        if !self.ipv6 {
+        if !(self.ipv6 && self.services.ra) {
             return None;
         }
         let due = *self
@@ -386,6 +430,15 @@ impl VirtualHosts {
         match operation {
             // smoltcp owns N+2: it answers with its MAC and learns the guest's.
             ArpOperation::Request | ArpOperation::Reply if tpa == gateway => Verdict::ToStack,
+            // The host's network (pasta mode): every other address is a remote we proxy, so
+            // the guest must send it to us. Not the guest's own (DAD probes come from 0.0.0.0
+            // and announcements were handled above), not a virtual network's.
+            ArpOperation::Request
+                if !self.net.virtual_subnet && !spa.is_unspecified() && tpa != spa =>
+            {
+                self.send_arp_reply(eth, self.mac, tpa, sha, spa, reply);
+                Verdict::Consumed
+            }
             ArpOperation::Request if tpa == dns => {
                 let dns_mac = EthernetAddress(mac_for_v4(dns));
                 let arp = ArpRepr::EthernetIpv4 {
@@ -413,6 +466,36 @@ impl VirtualHosts {
         }
     }
 
+    /// An ARP reply: `ip` is at `mac`, to the asker `sha`/`spa`.
+    fn send_arp_reply(
+        &mut self,
+        eth: &EthernetRepr,
+        mac: EthernetAddress,
+        ip: Ipv4Addr,
+        sha: EthernetAddress,
+        spa: Ipv4Addr,
+        reply: &mut dyn FnMut(&[u8]),
+    ) {
+        let arp = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: mac,
+            source_protocol_addr: ip,
+            target_hardware_addr: sha,
+            target_protocol_addr: spa,
+        };
+        let eth_out = EthernetRepr {
+            src_addr: mac,
+            dst_addr: eth.src_addr,
+            ethertype: EthernetProtocol::Arp,
+        };
+        let len = (eth_out.buffer_len() + arp.buffer_len()).max(MIN_ETHERNET_FRAME_LEN);
+        self.transmit(reply, len, |buf| {
+            let mut frame = EthernetFrame::new_unchecked(buf);
+            eth_out.emit(&mut frame);
+            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+        });
+    }
+
     // ---------------------------------------------------------------- IPv4
 
     fn on_ipv4(
@@ -434,7 +517,10 @@ impl VirtualHosts {
         };
         let net = self.net;
         match ip.next_header {
-            IpProtocol::Icmp if ip.dst_addr == net.gateway() || ip.dst_addr == net.dns() => {
+            IpProtocol::Icmp
+                if net.virtual_subnet
+                    && (ip.dst_addr == net.gateway() || ip.dst_addr == net.dns()) =>
+            {
                 self.on_icmpv4_to_vhost(eth, &ip, packet.payload(), reply)
             }
             IpProtocol::Udp
@@ -452,7 +538,9 @@ impl VirtualHosts {
                 else {
                     return self.malformed("bad UDP header");
                 };
-                if udp.dst_port == DHCP_SERVER_PORT {
+                if udp.dst_port == DHCP_SERVER_PORT && !self.services.dhcp {
+                    Verdict::Consumed
+                } else if udp.dst_port == DHCP_SERVER_PORT {
                     self.on_dhcp(udp_packet.payload(), now_ms, reply)
                 } else {
                     Verdict::ToStack
@@ -509,7 +597,7 @@ impl VirtualHosts {
 
     fn pool_index(&self, ip: Ipv4Addr) -> Option<usize> {
         let off = u32::from(ip).checked_sub(u32::from(self.net.dhcp_start()))?;
-        if off < DHCP_POOL_SIZE {
+        if off < u32::try_from(self.leases.len()).unwrap_or(0) {
             usize::try_from(off).ok()
         } else {
             None
@@ -699,7 +787,7 @@ impl VirtualHosts {
             server_identifier: Some(gateway),
             parameter_request_list: None,
             // Sent even with --disable-dns, as libslirp does.
-            dns_servers: config.then(|| core::iter::once(net.dns()).collect()),
+            dns_servers: config.then(|| self.dns4.iter().copied().take(3).collect()),
             max_size: None,
             // RFC 2131 §4.3.5: no lease time in the answer to DHCPINFORM.
             lease_duration: (config && !inform).then_some(DHCP_LEASE_SECS),
@@ -748,8 +836,32 @@ impl VirtualHosts {
 
     // ---------------------------------------------------------------- IPv6
 
-    fn is_v6_vhost(addr: Ipv6Addr) -> bool {
-        addr == ipv6::GATEWAY || addr == ipv6::ROUTER_LL || addr == ipv6::DNS
+    /// Whether `addr` is one of the IPv6 addresses answered here (the gateway, the router's
+    /// link-local address, the DNS address).
+    fn is_v6_vhost(&self, addr: Ipv6Addr) -> bool {
+        addr == self.net6.gateway || addr == self.net6.router_ll || addr == self.net6.dns
+    }
+
+    /// Whether a neighbour solicitation for `target` from `src` gets an answer: the virtual
+    /// hosts in slirp4netns mode; in pasta mode every address but the guest's own (the host's
+    /// network is behind us), never a DAD probe.
+    fn answers_ns(&self, src: Ipv6Addr, target: Ipv6Addr) -> bool {
+        if !self.services.ndp || target.is_multicast() {
+            return false;
+        }
+        if self.net6.virtual_subnet {
+            return self.is_v6_vhost(target);
+        }
+        !src.is_unspecified() && target != src && Some(target) != self.net6.guest
+    }
+
+    /// Link-layer address advertised for `target`.
+    fn v6_mac(&self, target: Ipv6Addr) -> EthernetAddress {
+        if self.net6.virtual_subnet {
+            EthernetAddress(mac_for_v6(target))
+        } else {
+            self.mac
+        }
     }
 
     fn on_ipv6(
@@ -769,6 +881,9 @@ impl VirtualHosts {
         };
         match ip.next_header {
             IpProtocol::Icmpv6 => self.on_icmpv6(eth, &ip, packet.payload(), reply),
+            IpProtocol::Udp if ip.dst_addr == dhcpv6::ALL_SERVERS && !self.services.dhcpv6 => {
+                Verdict::Consumed
+            }
             IpProtocol::Udp if ip.dst_addr == dhcpv6::ALL_SERVERS => {
                 self.on_dhcpv6(eth, &ip, packet.payload(), reply)
             }
@@ -810,7 +925,7 @@ impl VirtualHosts {
                 if !ip.src_addr.is_unspecified() {
                     self.learn_guest_mac(eth.src_addr);
                 }
-                if Self::is_v6_vhost(target_addr) {
+                if self.answers_ns(ip.src_addr, target_addr) {
                     self.send_na(eth, ip, target_addr, reply);
                 }
                 // Any other target does not exist, and in particular DAD probes for the
@@ -824,7 +939,9 @@ impl VirtualHosts {
                     if !ip.src_addr.is_unspecified() {
                         self.learn_guest_mac(eth.src_addr);
                     }
-                    self.send_ra(reply);
+                    if self.services.ra {
+                        self.send_ra(reply);
+                    }
                 }
                 Verdict::Consumed
             }
@@ -840,7 +957,7 @@ impl VirtualHosts {
                 ident,
                 seq_no,
                 data,
-            } if Self::is_v6_vhost(ip.dst_addr) => {
+            } if self.net6.virtual_subnet && self.is_v6_vhost(ip.dst_addr) => {
                 let src = ip.src_addr;
                 if src.is_unspecified() || src.is_multicast() {
                     return Verdict::Consumed;
@@ -890,7 +1007,7 @@ impl VirtualHosts {
         let icmp = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
             flags,
             target_addr: target,
-            lladdr: Some(EthernetAddress(mac_for_v6(target)).into()),
+            lladdr: Some(self.v6_mac(target).into()),
         });
         let (dst_ip, dst_mac) = if dad {
             (
@@ -932,7 +1049,7 @@ impl VirtualHosts {
         if udp.dst_port() != dhcpv6::SERVER_PORT || !ip.src_addr.is_unicast_link_local() {
             return Verdict::Consumed;
         }
-        let Some(answer) = dhcpv6::answer(udp.payload(), self.mac.0, ipv6::DNS) else {
+        let Some(answer) = dhcpv6::answer(udp.payload(), self.mac.0, self.dns6) else {
             return Verdict::Consumed;
         };
         self.learn_guest_mac(eth.src_addr);
@@ -941,7 +1058,7 @@ impl VirtualHosts {
             dst_port: udp.src_port(),
         };
         let ip_out = Ipv6Repr {
-            src_addr: ipv6::ROUTER_LL,
+            src_addr: self.net6.router_ll,
             dst_addr: ip.src_addr,
             next_header: IpProtocol::Udp,
             payload_len: udp_out.header_len() + answer.len(),
@@ -954,7 +1071,7 @@ impl VirtualHosts {
         log::debug!(
             "DHCPv6: Information-Request from {}: DNS {}",
             ip.src_addr,
-            ipv6::DNS
+            self.dns6
         );
         self.transmit_ipv6(reply, eth.src_addr, &ip_out, |l4| {
             udp_out.emit(
@@ -978,21 +1095,21 @@ impl VirtualHosts {
             router_lifetime: Duration::from_secs(RA_ROUTER_LIFETIME_SECS),
             reachable_time: Duration::from_millis(0),
             retrans_time: Duration::from_millis(0),
-            lladdr: Some(EthernetAddress(mac_for_v6(ipv6::ROUTER_LL)).into()),
+            lladdr: Some(self.v6_mac(self.net6.router_ll).into()),
             mtu: None,
             prefix_info: Some(NdiscPrefixInformation {
-                prefix_len: ipv6::PREFIX_LEN,
+                prefix_len: self.net6.prefix_len,
                 flags: NdiscPrefixInfoFlags::ON_LINK | NdiscPrefixInfoFlags::ADDRCONF,
                 valid_lifetime: Duration::from_secs(RA_PREFIX_VALID_SECS),
                 preferred_lifetime: Duration::from_secs(RA_PREFIX_PREFERRED_SECS),
-                prefix: ipv6::PREFIX,
+                prefix: self.net6.prefix,
             }),
         };
         // RDNSS (RFC 8106 §5.1): reserved (2), lifetime (4), one address (16).
         let mut rdnss_data = [0u8; 22];
         let (lifetime, addr) = rdnss_data[2..].split_at_mut(4);
         lifetime.copy_from_slice(&RA_RDNSS_LIFETIME_SECS.to_be_bytes());
-        addr.copy_from_slice(&ipv6::DNS.octets());
+        addr.copy_from_slice(&self.dns6.octets());
         let rdnss = NdiscOptionRepr::Unknown {
             type_: NDP_OPT_RDNSS,
             length: NDP_RDNSS_UNITS,
@@ -1001,7 +1118,7 @@ impl VirtualHosts {
         let icmp = Icmpv6Repr::Ndisc(ra);
         let ra_len = icmp.buffer_len();
         let ip_out = Ipv6Repr {
-            src_addr: ipv6::ROUTER_LL,
+            src_addr: self.net6.router_ll,
             dst_addr: IPV6_LINK_LOCAL_ALL_NODES,
             next_header: IpProtocol::Icmpv6,
             payload_len: ra_len + rdnss.buffer_len(),
@@ -1101,6 +1218,7 @@ fn multicast_mac(group: Ipv6Addr) -> EthernetAddress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ipv6;
     use smoltcp::wire::{DhcpOption, MldRepr};
 
     const GUEST_MAC: EthernetAddress = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
@@ -1606,6 +1724,109 @@ mod tests {
         );
         assert_eq!(v, Verdict::Consumed);
         assert_eq!(vh.counters().replies, 0);
+    }
+
+    /// pasta mode: the guest holds the host's address on the host's network.
+    fn pasta_vh() -> VirtualHosts {
+        let net = Network::copied(
+            Ipv4Addr::new(192, 0, 2, 10),
+            24,
+            Ipv4Addr::new(192, 0, 2, 1),
+        );
+        let net6 = Network6 {
+            prefix: "2001:db8::".parse().unwrap(),
+            guest: Some(GUEST_V6),
+            gateway: "fe80::1".parse().unwrap(),
+            router_ll: "fe80::1".parse().unwrap(),
+            virtual_subnet: false,
+            ..Network6::default()
+        };
+        VirtualHosts::with(net, net6, true, Services::default(), &[])
+    }
+
+    #[test]
+    fn pasta_mode_answers_arp_and_ns_for_the_hosts_network() {
+        let mut vh = pasta_vh();
+        let guest = Ipv4Addr::new(192, 0, 2, 10);
+        // The gateway is smoltcp's.
+        let (v, _) = feed(
+            &mut vh,
+            &arp_frame(ArpOperation::Request, guest, Ipv4Addr::new(192, 0, 2, 1)),
+            0,
+        );
+        assert_eq!(v, Verdict::ToStack);
+        // Any other host of the network is behind us.
+        let (v, out) = feed(
+            &mut vh,
+            &arp_frame(ArpOperation::Request, guest, Ipv4Addr::new(192, 0, 2, 77)),
+            0,
+        );
+        assert_eq!(v, Verdict::Consumed);
+        assert_eq!(out.len(), 1);
+        let (eth, payload) = parse_eth(&out[0]);
+        assert_eq!(eth.dst_addr, GUEST_MAC);
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(payload).unwrap()).unwrap();
+        let ArpRepr::EthernetIpv4 {
+            source_hardware_addr,
+            source_protocol_addr,
+            ..
+        } = arp
+        else {
+            panic!("not an ARP reply");
+        };
+        assert_eq!(source_hardware_addr, vh.stack_mac());
+        assert_eq!(source_protocol_addr, Ipv4Addr::new(192, 0, 2, 77));
+        // DAD probes and announcements of the guest's own address stay unanswered.
+        let (_, out) = feed(
+            &mut vh,
+            &arp_frame(ArpOperation::Request, Ipv4Addr::UNSPECIFIED, guest),
+            0,
+        );
+        assert!(out.is_empty());
+        let (_, out) = feed(&mut vh, &arp_frame(ArpOperation::Request, guest, guest), 0);
+        assert!(out.is_empty());
+        // NDP: every address but the guest's, never DAD.
+        let (_, out) = feed(
+            &mut vh,
+            &ns_frame(GUEST_LL, "2001:db8::99".parse().unwrap()),
+            0,
+        );
+        assert_eq!(out.len(), 1);
+        let (_, out) = feed(&mut vh, &ns_frame(GUEST_LL, "fe80::1".parse().unwrap()), 0);
+        assert_eq!(out.len(), 1);
+        let (_, out) = feed(&mut vh, &ns_frame(GUEST_LL, GUEST_V6), 0);
+        assert!(out.is_empty());
+        let (_, out) = feed(&mut vh, &ns_frame(Ipv6Addr::UNSPECIFIED, GUEST_V6), 0);
+        assert!(out.is_empty());
+        // Echo to the gateway is proxied (to the real gateway, or the host's loopback).
+        let (v, out) = feed(&mut vh, &ping4(Ipv4Addr::new(192, 0, 2, 1), STACK), 0);
+        assert_eq!(v, Verdict::ToStack);
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn services_can_be_turned_off() {
+        let services = Services {
+            dhcp: false,
+            ndp: false,
+            ra: false,
+            dhcpv6: true,
+            icmp: true,
+        };
+        let mut vh =
+            VirtualHosts::with(Network::default(), Network6::default(), true, services, &[]);
+        let (v, out) = feed(
+            &mut vh,
+            &dhcp_frame(&dhcp_req(client_mac(1), DhcpMessageType::Discover)),
+            0,
+        );
+        assert_eq!(v, Verdict::Consumed);
+        assert!(out.is_empty(), "--no-dhcp");
+        let (_, out) = feed(&mut vh, &ns_frame(GUEST_LL, ipv6::GATEWAY), 0);
+        assert!(out.is_empty(), "--no-ndp");
+        let (_, out) = feed(&mut vh, &rs_frame(), 0);
+        assert!(out.is_empty(), "--no-ra");
+        assert_eq!(vh.on_timer(0, &mut |_| panic!("--no-ra")), None);
     }
 
     #[test]
