@@ -30,6 +30,7 @@ use std::path::PathBuf;
 
 use log::{debug, info, warn};
 
+use crate::config::pasta::{self, PastaOptions};
 use crate::config::{format_mac, Config, ConfigError, Outbound, Target};
 use crate::device::{vnet, TapMode};
 use crate::error::Error;
@@ -41,6 +42,9 @@ fn open_tap_in_namespace(cfg: &Config) -> Result<OwnedFd, String> {
     let (fd, name) = sys::tap::open(&cfg.tap_name, cfg.offload).map_err(|e| e.to_string())?;
     if cfg.configure {
         configure(cfg, &name).map_err(|e| e.to_string())?;
+    } else if cfg.process.loopback_up {
+        sys::ifconfig::set_up("lo")
+            .map_err(|e| format!("Couldn't bring up loopback interface in namespace: {e}"))?;
     }
     Ok(fd)
 }
@@ -53,8 +57,21 @@ fn configure(cfg: &Config, name: &str) -> std::io::Result<()> {
     if let Some(mac) = cfg.mac {
         sys::ifconfig::set_mac(name, mac)?;
     }
-    sys::ifconfig::set_ipv4(name, cfg.net.guest(), cfg.net.netmask())?;
-    sys::ifconfig::add_default_route(name, cfg.net.gateway())?;
+    if cfg.ipv4 {
+        let net = &cfg.net;
+        sys::ifconfig::set_ipv4(name, net.guest(), net.netmask())?;
+        if !net.contains(net.gateway()) {
+            // A gateway outside the prefix (a /32 address, pasta's -g) needs a route to itself.
+            sys::ifconfig::add_ipv4_onlink_route(name, net.gateway())?;
+        }
+        sys::ifconfig::add_default_route(name, net.gateway())?;
+    }
+    // An assigned IPv6 address (pasta mode copies the host's); slirp4netns mode leaves IPv6 to
+    // router advertisements.
+    if let (true, Some(addr)) = (cfg.ipv6, cfg.net6.guest) {
+        sys::ifconfig::add_ipv6(name, addr, cfg.net6.prefix_len)?;
+        sys::ifconfig::add_ipv6_default_route(name, cfg.net6.gateway)?;
+    }
     Ok(())
 }
 
@@ -367,7 +384,6 @@ fn serve(
     target_pid: Option<i32>,
     child: Option<sys::userns::PendingChild>,
 ) -> Result<Exit, Error> {
-    let broker = spawn_broker(cfg, ns);
     let child_pid = child.as_ref().map(|c| c.pid);
     let mode = tap_mode(cfg, tap.as_fd())?;
     let watch = Watch {
@@ -375,8 +391,27 @@ fn serve(
         exit_fd_missing: inherited.exit_missing,
         target_pid,
         child: child_pid,
+        netns_file: cfg.process.netns_file.clone(),
     };
-    let rt = Runtime::new(cfg, tap, mode, watch, broker)?;
+    let mut rt = Runtime::new(cfg, tap, mode, watch)?;
+    // Everything that can fail is done (tap configured, forwards listening): pasta's daemon
+    // mode forks here, and the parent's exit 0 tells the caller we are ready. The broker
+    // (`--splice-forwards`) dies with its parent, so it is started by the process that serves.
+    let process = &cfg.process;
+    if process.daemonize {
+        sys::daemon::daemonize(process.pid_file.as_deref())
+            .map_err(|e| Error::Attach(format!("Couldn't fork into the background: {e}")))?;
+    } else if let Some(path) = &process.pid_file {
+        sys::daemon::write_pid_file(path, std::process::id()).map_err(|e| {
+            Error::Attach(format!("Couldn't write PID file {}: {e}", path.display()))
+        })?;
+    }
+    if let Some(log) = &process.log_file {
+        sys::daemon::redirect_stderr(log).map_err(|e| {
+            Error::Attach(format!("Couldn't open log file {}: {e}", log.display()))
+        })?;
+    }
+    rt.set_broker(spawn_broker(cfg, ns));
     // Isolation (sandbox, then the seccomp allowlist) goes last, right before the ready byte:
     // from here on only syscalls in sandbox/seccomp/<arch>.json are allowed.
     crate::isolation::apply(cfg, target_pid.or(child_pid.map(|p| p.as_raw())))
@@ -393,13 +428,106 @@ fn serve(
     Ok(rt.run()?)
 }
 
+/// The host's template interfaces (pasta's `-i`, or the ones holding the default routes), as
+/// `config::pasta` takes them. A family the options turn off is not looked at.
+fn read_host(opts: &PastaOptions) -> Result<pasta::Host, Error> {
+    let iface = opts.interface.as_deref();
+    let failed = |e: std::io::Error| Error::Config(ConfigError::Pasta(e.to_string()));
+    let v4 = if opts.family == pasta::Family::V6Only {
+        None
+    } else {
+        sys::route::template4(iface).map_err(failed)?
+    };
+    let v6 = if opts.family == pasta::Family::V4Only {
+        None
+    } else {
+        sys::route::template6(iface).map_err(failed)?
+    };
+    Ok(pasta::Host {
+        v4: v4.map(|t| pasta::Template4 {
+            ifname: t.ifname,
+            addr: t.addr,
+            prefix_len: t.prefix_len,
+            gateway: t.gateway,
+        }),
+        v6: v6.map(|t| pasta::Template6 {
+            ifname: t.ifname,
+            addr: t.addrs.first().copied(),
+            gateway: t.gateway,
+        }),
+    })
+}
+
+/// pasta's start-up summary on stderr (info level: not with `--quiet`).
+fn pasta_banner(cfg: &Config, host: &pasta::Host) {
+    let n = &cfg.net;
+    let mut s = String::new();
+    let name = |t: Option<&String>| t.map_or("none".to_owned(), |n| n.clone());
+    s.push_str(&format!(
+        "Template interface: {} (IPv4), {} (IPv6)\n",
+        name(host.v4.as_ref().map(|t| &t.ifname)),
+        name(host.v6.as_ref().map(|t| &t.ifname))
+    ));
+    s.push_str(&format!("Namespace interface: {}\n", cfg.tap_name));
+    if cfg.ipv4 {
+        if !cfg.disable_host_loopback {
+            s.push_str(&format!("    NAT to host 127.0.0.1: {}\n", n.loopback_alias));
+        }
+        s.push_str(&format!(
+            "IPv4: {}/{} gateway {}\n",
+            n.guest, n.prefix_len, n.gateway
+        ));
+        if !cfg.disable_dns {
+            s.push_str(&format!("    DNS forward: {}\n", n.dns));
+        }
+        if let Some(a) = n.guest_alias {
+            s.push_str(&format!("    host at the guest's address: {a}\n"));
+        }
+    }
+    if cfg.ipv6 {
+        let n6 = &cfg.net6;
+        if let Some(a) = n6.guest {
+            s.push_str(&format!("IPv6: {a}/{} gateway {}\n", n6.prefix_len, n6.gateway));
+        }
+        if let (false, Some(a)) = (cfg.disable_host_loopback, n6.loopback_alias) {
+            s.push_str(&format!("    NAT to host ::1: {a}\n"));
+        }
+    }
+    eprint!("{s}");
+}
+
 /// pasta mode: read the host's template interfaces, build the configuration, attach, serve.
 /// Returns the exit status. Errors are printed by the caller, bare (pasta's style).
-pub fn pasta(opts: &crate::config::pasta::PastaOptions) -> Result<i32, Error> {
-    let _ = opts;
-    Err(Error::Config(ConfigError::Pasta(
-        "pasta mode is not wired yet".to_owned(),
-    )))
+pub fn pasta(opts: &PastaOptions) -> Result<i32, Error> {
+    let host = read_host(opts)?;
+    let cfg = pasta::build(opts, &host)?;
+    crate::logger::init(cfg.debug);
+    if cfg.process.quiet && !cfg.debug {
+        // pasta's --quiet: warnings and errors only.
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+    let cfg = &resolve_outbound(&cfg)?;
+    let Some(target) = cfg.target.clone() else {
+        return Err(Error::Config(ConfigError::Pasta(
+            "tapir: pasta without a PID or --netns spawns a command, which tapir does in \
+             `tapir run -- COMMAND`"
+                .to_owned(),
+        )));
+    };
+    let inherited = adopt_inherited(cfg);
+    let tap = obtain_tap(cfg, &target)?;
+    if !cfg.process.quiet {
+        pasta_banner(cfg, &host);
+    }
+    let target_pid = match target {
+        Target::Pid(p) => Some(p),
+        _ => None,
+    };
+    let ns = namespaces(cfg, &target);
+    match serve(cfg, tap, inherited, &ns, target_pid, None)? {
+        Exit::ChildExited(code) => Ok(code),
+        _ => Ok(0),
+    }
 }
 
 /// slirp4netns mode: attach to `cfg.target` and serve. Returns the exit status.

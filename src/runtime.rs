@@ -69,6 +69,8 @@ pub enum Token {
     Target,
     /// The API socket's listener.
     Api,
+    /// The watch on the network-namespace file's directory (pasta's netns quit).
+    Netns,
 }
 
 impl Token {
@@ -79,6 +81,7 @@ impl Token {
             Token::Signal => 2,
             Token::Target => 3,
             Token::Api => 4,
+            Token::Netns => 5,
         })
     }
 
@@ -89,6 +92,7 @@ impl Token {
             2 => Token::Signal,
             3 => Token::Target,
             4 => Token::Api,
+            5 => Token::Netns,
             _ => return None,
         })
     }
@@ -105,6 +109,8 @@ pub enum Exit {
     TargetExited,
     /// The `tapir run` command exited with this shell-style status.
     ChildExited(i32),
+    /// The network-namespace file was deleted (podman removed the container's namespace).
+    NamespaceGone,
 }
 
 /// Runtime failures.
@@ -152,6 +158,8 @@ pub struct Runtime<'c> {
     signals: SignalFd,
     /// Kept open (and registered) for the loop's lifetime.
     _target: Option<OwnedFd>,
+    /// pasta's quit-with-the-namespace watch.
+    netns_watch: Option<sys::nswatch::NetnsWatch>,
     child: Option<Pid>,
     /// The terminating signal passed on to the `tapir run` command, and when to give up
     /// waiting for it to exit.
@@ -255,22 +263,25 @@ pub struct Watch {
     pub target_pid: Option<i32>,
     /// `tapir run`'s command, reaped; its exit ends the loop.
     pub child: Option<Pid>,
+    /// A network-namespace file whose deletion ends the loop.
+    pub netns_file: Option<std::path::PathBuf>,
 }
 
 impl<'c> Runtime<'c> {
-    /// Register everything. `broker`, if any, serves spliced port forwards.
+    /// Register everything. Spliced port forwards start once [`Runtime::set_broker`] gives
+    /// the broker.
     pub fn new(
         cfg: &'c Config,
         tap: OwnedFd,
         tap_mode: TapMode,
         watch: Watch,
-        broker: Option<crate::sys::nsbroker::Broker>,
     ) -> Result<Self, Error> {
         let Watch {
             exit_fd,
             exit_fd_missing,
             target_pid,
             child,
+            netns_file,
         } = watch;
         let poll = Poll::new().map_err(Error::Poll)?;
         let mut mask = SigSet::empty();
@@ -342,6 +353,28 @@ impl<'c> Runtime<'c> {
             None => None,
         };
 
+        let netns_watch = match netns_file {
+            Some(path) => match sys::nswatch::NetnsWatch::new(&path) {
+                Ok(w) => {
+                    reg.register(
+                        &mut SourceFd(&w.as_raw_fd()),
+                        Token::Netns.to_mio(),
+                        Interest::READABLE,
+                    )
+                    .map_err(Error::Poll)?;
+                    Some(w)
+                }
+                Err(e) => {
+                    warn!(
+                        "cannot watch {} for removal ({e}); exit follows signals only",
+                        path.display()
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+
         let epoch = std::time::Instant::now();
         sys::tune_allocator();
         let stack = Stack::new(cfg, tap_mode, Instant::ZERO);
@@ -349,7 +382,7 @@ impl<'c> Runtime<'c> {
             Ok(n) => debug!("fd limit {n}"),
             Err(e) => warn!("cannot raise the fd limit: {e}"),
         }
-        let proxy = Proxy::new(cfg, broker);
+        let proxy = Proxy::new(cfg, None);
         let mut forwards = ForwardTable::new();
         for spec in &cfg.publish {
             let id = forwards
@@ -380,6 +413,7 @@ impl<'c> Runtime<'c> {
             exit_fd_invalid,
             signals,
             _target: target,
+            netns_watch,
             child,
             stopping: None,
             epoch,
@@ -388,6 +422,11 @@ impl<'c> Runtime<'c> {
             tap_writable: true,
             next_expiry_ms: 0,
         })
+    }
+
+    /// Give the proxy its socket broker (`--splice-forwards`), started after any daemon fork.
+    pub fn set_broker(&mut self, broker: Option<crate::sys::nsbroker::Broker>) {
+        self.proxy.set_broker(broker);
     }
 
     /// Time on the runtime clock: since start, less the time the process spent stopped.
@@ -464,6 +503,18 @@ impl<'c> Runtime<'c> {
                     Some(Token::Target) => {
                         info!("target process exited; its network namespace is no longer served");
                         return Ok(Exit::TargetExited);
+                    }
+                    Some(Token::Netns) => {
+                        let gone = self.netns_watch.as_mut().is_some_and(|w| {
+                            w.gone().unwrap_or_else(|e| {
+                                warn!("namespace watch failed ({e}); exiting");
+                                true
+                            })
+                        });
+                        if gone {
+                            info!("network namespace is gone, exiting");
+                            return Ok(Exit::NamespaceGone);
+                        }
                     }
                     Some(Token::Api) => {
                         let now_ms = self.now_ms();

@@ -532,6 +532,8 @@ pub struct Process {
     /// Exit when this network-namespace file is deleted (podman unmounts and removes it when
     /// the container goes).
     pub netns_file: Option<PathBuf>,
+    /// Bring the namespace's loopback interface up even without `configure` (pasta does).
+    pub loopback_up: bool,
 }
 
 /// Automatic forwarding of the guest's listening ports (pasta's `auto`).

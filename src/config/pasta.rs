@@ -436,6 +436,7 @@ pub fn build(o: &PastaOptions, host: &Host) -> Result<Config, ConfigError> {
             quiet: o.quiet,
             log_file: o.log_file.clone(),
             netns_file: pid_netns.then(|| o.netns.clone()).flatten(),
+            loopback_up: true,
         },
         auto_forward: AutoForward {
             tcp: o.tcp == PortSpec::Auto,

@@ -216,6 +216,11 @@ fn outbound_source<A: Into<IpAddr> + Copy>(o: &Option<Outbound<A>>) -> Option<Ip
 }
 
 impl Proxy {
+    /// Set the socket broker for spliced forwards (replacing any).
+    pub fn set_broker(&mut self, broker: Option<sys::nsbroker::Broker>) {
+        self.broker = broker;
+    }
+
     /// Build from the configuration. `broker`, if any, makes sockets in the guest's namespace
     /// for spliced port forwards.
     pub fn new(cfg: &Config, broker: Option<sys::nsbroker::Broker>) -> Self {
