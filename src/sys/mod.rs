@@ -12,6 +12,7 @@
 //! - [`tap`]: open `/dev/net/tun` and attach a tap, read and write frames.
 //! - [`ifconfig`]: the `--configure` and `--config-net` ioctls (link up, MTU, MAC, IPv4 and IPv6
 //!   addresses and routes).
+//! - [`route`]: discovery of pasta's template interface (routes, addresses, MTU).
 //! - [`netns`]: run a closure in a forked child that joined a user and network namespace, and
 //!   receive the file descriptor it produced over `SCM_RIGHTS`.
 //! - [`nsbroker`]: a long-lived child inside the container's namespaces that makes TCP sockets there
@@ -27,6 +28,7 @@ pub mod mount;
 pub mod net;
 pub mod netns;
 pub mod nsbroker;
+pub mod route;
 pub mod tap;
 #[cfg(test)]
 mod testns;
