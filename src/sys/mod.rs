@@ -13,6 +13,7 @@
 //! - [`ifconfig`]: the `--configure` and `--config-net` ioctls (link up, MTU, MAC, IPv4 and IPv6
 //!   addresses and routes).
 //! - [`route`]: discovery of pasta's template interface (routes, addresses, MTU).
+//! - [`nswatch`]: tell when a bind-mounted network namespace file is deleted (inotify).
 //! - [`netns`]: run a closure in a forked child that joined a user and network namespace, and
 //!   receive the file descriptor it produced over `SCM_RIGHTS`.
 //! - [`nsbroker`]: a long-lived child inside the container's namespaces that makes TCP sockets there
@@ -28,6 +29,7 @@ pub mod mount;
 pub mod net;
 pub mod netns;
 pub mod nsbroker;
+pub mod nswatch;
 pub mod route;
 pub mod tap;
 #[cfg(test)]
