@@ -13,6 +13,7 @@
 //! - [`ifconfig`]: the `--configure` and `--config-net` ioctls (link up, MTU, MAC, IPv4 and IPv6
 //!   addresses and routes).
 //! - [`route`]: discovery of pasta's template interface (routes, addresses, MTU).
+//! - [`daemon`]: pasta's daemon mode (fork, PID file, setsid, stdio to `/dev/null`).
 //! - [`nswatch`]: tell when a bind-mounted network namespace file is deleted (inotify).
 //! - [`netns`]: run a closure in a forked child that joined a user and network namespace, and
 //!   receive the file descriptor it produced over `SCM_RIGHTS`.
@@ -23,6 +24,7 @@
 #![allow(unsafe_code)]
 
 pub mod caps;
+pub mod daemon;
 pub mod fd;
 pub mod ifconfig;
 pub mod mount;
