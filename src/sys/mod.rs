@@ -10,7 +10,11 @@
 //!
 //! Submodules:
 //! - [`tap`]: open `/dev/net/tun` and attach a tap, read and write frames.
-//! - [`ifconfig`]: the `--configure` ioctls (link up, MTU, MAC, address, default route).
+//! - [`ifconfig`]: the `--configure` and `--config-net` ioctls (link up, MTU, MAC, IPv4 and IPv6
+//!   addresses and routes).
+//! - [`route`]: discovery of pasta's template interface (routes, addresses, MTU).
+//! - [`daemon`]: pasta's daemon mode (fork, PID file, setsid, stdio to `/dev/null`).
+//! - [`nswatch`]: tell when a bind-mounted network namespace file is deleted (inotify).
 //! - [`netns`]: run a closure in a forked child that joined a user and network namespace, and
 //!   receive the file descriptor it produced over `SCM_RIGHTS`.
 //! - [`nsbroker`]: a long-lived child inside the container's namespaces that makes TCP sockets there
@@ -20,13 +24,18 @@
 #![allow(unsafe_code)]
 
 pub mod caps;
+pub mod daemon;
 pub mod fd;
 pub mod ifconfig;
 pub mod mount;
 pub mod net;
 pub mod netns;
 pub mod nsbroker;
+pub mod nswatch;
+pub mod route;
 pub mod tap;
+#[cfg(test)]
+mod testns;
 pub mod userns;
 
 use std::io;
