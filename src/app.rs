@@ -398,6 +398,12 @@ fn serve(
     // mode forks here, and the parent's exit 0 tells the caller we are ready. The broker
     // (`--splice-forwards`) dies with its parent, so it is started by the process that serves.
     let process = &cfg.process;
+    let log = match &process.log_file {
+        Some(path) => Some(sys::daemon::open_log(path).map_err(|e| {
+            Error::Attach(format!("Couldn't open log file {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
     if process.daemonize {
         sys::daemon::daemonize(process.pid_file.as_deref())
             .map_err(|e| Error::Attach(format!("Couldn't fork into the background: {e}")))?;
@@ -406,10 +412,9 @@ fn serve(
             Error::Attach(format!("Couldn't write PID file {}: {e}", path.display()))
         })?;
     }
-    if let Some(log) = &process.log_file {
-        sys::daemon::redirect_stderr(log).map_err(|e| {
-            Error::Attach(format!("Couldn't open log file {}: {e}", log.display()))
-        })?;
+    if let Some(log) = &log {
+        sys::daemon::stderr_to(log)
+            .map_err(|e| Error::Attach(format!("Couldn't log to the log file: {e}")))?;
     }
     rt.set_broker(spawn_broker(cfg, ns));
     // Isolation (sandbox, then the seccomp allowlist) goes last, right before the ready byte:
@@ -471,7 +476,10 @@ fn pasta_banner(cfg: &Config, host: &pasta::Host) {
     s.push_str(&format!("Namespace interface: {}\n", cfg.tap_name));
     if cfg.ipv4 {
         if !cfg.disable_host_loopback {
-            s.push_str(&format!("    NAT to host 127.0.0.1: {}\n", n.loopback_alias));
+            s.push_str(&format!(
+                "    NAT to host 127.0.0.1: {}\n",
+                n.loopback_alias
+            ));
         }
         s.push_str(&format!(
             "IPv4: {}/{} gateway {}\n",
@@ -487,7 +495,10 @@ fn pasta_banner(cfg: &Config, host: &pasta::Host) {
     if cfg.ipv6 {
         let n6 = &cfg.net6;
         if let Some(a) = n6.guest {
-            s.push_str(&format!("IPv6: {a}/{} gateway {}\n", n6.prefix_len, n6.gateway));
+            s.push_str(&format!(
+                "IPv6: {a}/{} gateway {}\n",
+                n6.prefix_len, n6.gateway
+            ));
         }
         if let (false, Some(a)) = (cfg.disable_host_loopback, n6.loopback_alias) {
             s.push_str(&format!("    NAT to host ::1: {a}\n"));

@@ -92,6 +92,22 @@ pub fn daemonize(pid_file: Option<&Path>) -> io::Result<()> {
     }
 }
 
+/// Open `path` for logging (created mode 0600, appended to), to pass to [`stderr_to`] later.
+pub fn open_log(path: &Path) -> io::Result<std::fs::File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Make fd 2 a copy of `file` (pasta's `--log-file`: everything tapir logs goes there).
+pub fn stderr_to(file: &std::fs::File) -> io::Result<()> {
+    // SAFETY: dup2 of a valid open descriptor onto fd 2; no Rust object owns fd 2.
+    cvt(unsafe { libc::dup2(file.as_raw_fd(), 2) }).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
