@@ -114,6 +114,22 @@ pub fn in_namespace(test: &str, body: impl FnOnce()) {
     );
 }
 
+/// Run a command; its stdout, or a description of the failure.
+pub fn try_run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{args:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{args:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Run a command (in the test's namespaces); panic with its output if it fails.
 pub fn run(args: &[&str]) -> String {
     let out = Command::new(args[0])
