@@ -7,18 +7,18 @@
 //!
 //! | argv | front end | module |
 //! |---|---|---|
-//! | basename of argv\[0\] contains `pasta` | pasta's command line | [`pasta`] |
-//! | argv\[1\] is exactly `pasta` | pasta's command line (after `pasta`) | [`pasta`] |
-//! | argv\[1\] is exactly `ctl` | API socket client | [`ctl`] |
-//! | argv\[1\] is exactly `run` | new namespace running a command | [`run`] |
-//! | anything else | slirp4netns's command line | [`slirp4netns`] |
+//! | basename of argv\[0\] contains `pasta` | pasta's command line | `pasta` |
+//! | argv\[1\] is exactly `pasta` | pasta's command line (after `pasta`) | `pasta` |
+//! | argv\[1\] is exactly `ctl` | API socket client | `ctl` |
+//! | argv\[1\] is exactly `run` | new namespace running a command | `run` |
+//! | anything else | slirp4netns's command line | `slirp4netns` |
 //!
 //! The argv\[0\] rule is pasta's own (`strstr(basename(argv[0]), "pasta")`), so a symlink named
 //! `pasta` (or `pasta.avx2`, ...) to tapir is what podman and rootlesskit find as their `pasta`.
 //! None of the argv\[1\] words can start a valid slirp4netns command line (a PID is a number), so
 //! the subcommands shadow nothing.
 //!
-//! slirp4netns and pasta both parse with glibc's `getopt_long`, reproduced once in [`getopt`]
+//! slirp4netns and pasta both parse with glibc's `getopt_long`, reproduced once in `getopt`
 //! and driven by each front end's own option table (slirp4netns permutes; pasta's optstring
 //! starts with `+`: options end at the first operand). Each front end keeps its program's
 //! messages and its order of checks; the only I/O here is the existence checks slirp4netns makes

@@ -47,7 +47,7 @@ pub(super) fn parse_run(
 }
 
 /// Whether `argv` is a `tapir run` command line (argv\[1\] is exactly `run`). Decides between
-/// [`run_usage`] and [`usage`] after a [`CliError`] with `show_usage`.
+/// [`run_usage`] and [`super::usage`] after a [`CliError`] with `show_usage`.
 pub fn is_run(argv: &[OsString]) -> bool {
     argv.get(1).is_some_and(|a| a == "run")
 }
