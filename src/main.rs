@@ -1,6 +1,11 @@
 //! `tapir` binary: argv -> cli -> config -> app. No logic of its own beyond exit codes.
+//!
+//! In pasta mode (`cli::is_pasta`) errors are printed bare on stderr and exit 1, as pasta's
+//! are; `app::pasta` turns the options into a configuration itself (it needs the host's
+//! addresses), so nothing here builds a `Config` for it.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::process::ExitCode;
 
 use tapir::cli::{self, Command};
@@ -8,6 +13,13 @@ use tapir::config::Config;
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Print `text` on stdout and flush it (a pipe must get it even if the process exits at once).
+fn stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
 }
 
 fn main() -> ExitCode {
@@ -23,39 +35,60 @@ fn main() -> ExitCode {
                 eprintln!("{}", e.message);
             }
             if e.show_usage {
-                if cli::is_ctl(&argv) {
-                    print!("{}", cli::ctl_usage(&argv0));
-                } else if cli::is_run(&argv) {
-                    print!("{}", cli::run_usage(&argv0));
+                let usage = cli::error_usage(&argv);
+                if usage.to_stderr {
+                    eprint!("{}", usage.text);
                 } else {
-                    print!("{}", cli::usage(&argv0));
+                    stdout(&usage.text);
                 }
             }
             return exit(1);
         }
     };
+    let warnings_to_stderr = cli::warnings_to_stderr(&argv);
     for w in warnings {
-        println!("{w}");
+        if warnings_to_stderr {
+            eprintln!("{w}");
+        } else {
+            println!("{w}");
+        }
     }
     let (options, run_argv) = match command {
         Command::Help => {
-            print!("{}", cli::usage(&argv0));
+            stdout(&cli::usage(&argv0));
             return exit(0);
         }
         Command::RunHelp => {
-            print!("{}", cli::run_usage(&argv0));
+            stdout(&cli::run_usage(&argv0));
             return exit(0);
         }
         Command::CtlHelp => {
-            print!("{}", cli::ctl_usage(&argv0));
+            stdout(&cli::ctl_usage(&argv0));
+            return exit(0);
+        }
+        Command::PastaHelp => {
+            stdout(&cli::pasta_usage(&argv));
             return exit(0);
         }
         Command::Ctl { socket, action } => {
             return exit(tapir::ctl::run(&socket, &action));
         }
         Command::Version => {
-            print!("{}", cli::version());
+            stdout(&cli::version());
             return exit(0);
+        }
+        Command::PastaVersion => {
+            stdout(&cli::pasta_version());
+            return exit(0);
+        }
+        Command::Pasta(opts) => {
+            return match tapir::app::pasta(&opts) {
+                Ok(code) => exit(code),
+                Err(e) => {
+                    eprintln!("{e}");
+                    exit(1)
+                }
+            };
         }
         Command::Attach(options) => (options, None),
         Command::Run { options, command } => (options, Some(command)),

@@ -252,3 +252,128 @@ fn tapfd_that_is_not_a_tap_is_refused_before_the_banner() {
     assert!(err.contains("fd 5 is not open"), "{err}");
     assert_eq!(out, "");
 }
+
+/// Run the binary through a symlink named `name` in a scratch directory; returns (code,
+/// stdout, stderr) and the symlink's path (argv\[0\] as the binary sees it).
+fn run_as(name: &str, args: &[&str]) -> (Option<i32>, String, String, String) {
+    let dir = common::Scratch::new("pasta-link");
+    let link = dir.path(name);
+    std::os::unix::fs::symlink(common::tapir_bin(), &link).expect("symlink");
+    let out = std::process::Command::new(&link)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the symlink");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        link.to_string_lossy().into_owned(),
+    )
+}
+
+#[test]
+fn pasta_symlink_selects_pasta_mode() {
+    // --version: stdout (a pipe here), flushed, mentions tapir.
+    let (code, out, err, _) = run_as("pasta", &["--version"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("tapir"), "{out:?}");
+    assert!(out.contains("pasta"), "{out:?}");
+    assert_eq!(err, "");
+    // Any basename containing "pasta" counts, as in pasta.
+    let (code, avx2, _, _) = run_as("pasta.avx2", &["--version"]);
+    assert_eq!((code, avx2), (Some(0), out));
+    // --help: stdout, exit 0, argv[0] as invoked.
+    let (code, out, err, link) = run_as("pasta", &["--help"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err, "");
+    assert!(
+        out.starts_with(&format!("Usage: {link} [OPTION]... [PID]\n")),
+        "{out}"
+    );
+    assert!(out.contains("--map-guest-addr"), "{out}");
+    let (_, short, _, short_link) = run_as("pasta", &["-h"]);
+    assert_eq!(short.replace(&short_link, "P"), out.replace(&link, "P"));
+}
+
+#[test]
+fn pasta_refuses_unsupported_options_exactly() {
+    let (code, out, err, _) = run_as("pasta", &["--config-net", "--pcap", "/tmp/x.pcap", "1"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err, "tapir: pasta option --pcap is not supported\n");
+    assert_eq!(out, "");
+    // rootlesskit 2.3.2's feature probe must fail.
+    let (code, out, err, _) = run_as("pasta", &["--host-lo-to-ns-lo", "--version"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "tapir: pasta option --host-lo-to-ns-lo is not supported\n"
+    );
+    assert_eq!(out, "");
+    // A command to spawn.
+    let (code, _, err, _) = run_as("pasta", &["--config-net", "sh", "-c", "true"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err,
+        "tapir: pasta option COMMAND is not supported (use tapir run)\n"
+    );
+    // pasta's own messages are bare.
+    let (code, _, err, _) = run_as("pasta", &["--mtu", "70000", "1"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err, "MTU 70000 too large (max 65521)\n");
+}
+
+#[test]
+fn pasta_unknown_option_is_getopts_message_and_usage_on_stderr() {
+    let (code, out, err, link) = run_as("pasta", &["--foo", "1"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(out, "", "usage goes to stderr in pasta mode");
+    assert!(
+        err.starts_with(&format!(
+            "{link}: unrecognized option '--foo'\nUsage: {link} [OPTION]... [PID]\n"
+        )),
+        "{err}"
+    );
+    let (code, _, err, link) = run_as("pasta", &["-x"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.starts_with(&format!("{link}: invalid option -- 'x'\n")),
+        "{err}"
+    );
+}
+
+#[test]
+fn pasta_stderr_option_warns_and_goes_on() {
+    let (code, out, err, _) = run_as("pasta", &["-e", "--version"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(err, "--stderr will be dropped soon\n");
+    assert!(out.contains("tapir"));
+}
+
+#[test]
+fn tapir_pasta_subcommand() {
+    let (code, out, err) = run_cli(&["pasta", "--version"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("tapir"), "{out:?}");
+    let (code, out, err) = run_cli(&["pasta", "--help"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("pasta [OPTION]... [PID]"), "{out}");
+    assert!(err.is_empty());
+    let (code, out, err) = run_cli(&["pasta", "--no-tcp"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(err, "tapir: pasta option --no-tcp is not supported\n");
+    assert_eq!(out, "");
+    // Diagnostics start with argv[0] as given.
+    let (code, out, err) = run_cli(&["pasta", "--bogus"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(out, "");
+    let bin = common::tapir_bin();
+    assert!(
+        err.starts_with(&format!(
+            "{}: unrecognized option '--bogus'\nUsage: {} pasta [OPTION]...",
+            bin.display(),
+            bin.display()
+        )),
+        "{err}"
+    );
+}

@@ -1,0 +1,120 @@
+//! `tapir ctl SOCKET ACTION`: the command line of the API-socket client.
+//!
+//! # Theory of operation
+//!
+//! Selected when argv\[1\] is exactly `ctl`. No getopt here: the words after `ctl` are matched
+//! as a whole (`SOCKET list`, `SOCKET add SPEC`, `SOCKET remove ID`, `SOCKET info`), and
+//! `-h`/`--help` as the first word asks for [`ctl_usage`]. The action is carried out by
+//! `crate::ctl`; this module only recognises it.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use super::{CliError, Command};
+
+/// Actions of `tapir ctl`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CtlAction {
+    /// `list`: the forwards.
+    List,
+    /// `add [ADDR:]HPORT:GPORT[/udp]`: a new forward (podman's publish syntax).
+    Add(String),
+    /// `remove ID`.
+    Remove(u64),
+    /// `info`: counters.
+    Info,
+}
+
+/// Usage of `tapir ctl`.
+pub fn ctl_usage(argv0: &str) -> String {
+    format!(
+        "Usage: {argv0} ctl SOCKET list\n\
+         \x20      {argv0} ctl SOCKET add [HOST_ADDR:]HOST_PORT:GUEST_PORT[/udp]\n\
+         \x20      {argv0} ctl SOCKET remove ID\n\
+         \x20      {argv0} ctl SOCKET info\n\
+         Talk to the API socket (--api-socket) of a running tapir or slirp4netns and print the\n\
+         JSON reply. Exit status 1 if the reply is an error.\n"
+    )
+}
+
+/// Whether `argv` is a `tapir ctl` command line.
+pub fn is_ctl(argv: &[OsString]) -> bool {
+    argv.get(1).is_some_and(|a| a == "ctl")
+}
+
+pub(super) fn parse_ctl(args: &[OsString]) -> Result<Command, CliError> {
+    let words: Vec<&str> = args
+        .iter()
+        .map(|a| a.to_str().unwrap_or("\u{fffd}"))
+        .collect();
+    if matches!(words.first(), Some(&"-h") | Some(&"--help")) {
+        return Ok(Command::CtlHelp);
+    }
+    let bad = || CliError::usage("tapir ctl: expected SOCKET list|add SPEC|remove ID|info");
+    let socket = args.first().ok_or_else(bad)?;
+    let action = match words.get(1..).unwrap_or_default() {
+        ["list"] => CtlAction::List,
+        ["info"] => CtlAction::Info,
+        ["add", spec] => CtlAction::Add((*spec).to_owned()),
+        ["remove", id] => CtlAction::Remove(
+            id.parse()
+                .map_err(|_| CliError::usage(format!("tapir ctl: bad forward id {id:?}")))?,
+        ),
+        _ => return Err(bad()),
+    };
+    Ok(Command::Ctl {
+        socket: PathBuf::from(socket),
+        action,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_words(words: &[&str]) -> Result<Command, CliError> {
+        let args: Vec<OsString> = words.iter().map(OsString::from).collect();
+        parse_ctl(&args)
+    }
+
+    #[test]
+    fn actions() {
+        let ctl = |action| Command::Ctl {
+            socket: PathBuf::from("/s"),
+            action,
+        };
+        assert_eq!(parse_words(&["/s", "list"]), Ok(ctl(CtlAction::List)));
+        assert_eq!(parse_words(&["/s", "info"]), Ok(ctl(CtlAction::Info)));
+        assert_eq!(
+            parse_words(&["/s", "add", "8080:80"]),
+            Ok(ctl(CtlAction::Add("8080:80".into())))
+        );
+        assert_eq!(
+            parse_words(&["/s", "remove", "7"]),
+            Ok(ctl(CtlAction::Remove(7)))
+        );
+        assert_eq!(parse_words(&["--help", "x"]), Ok(Command::CtlHelp));
+        assert_eq!(parse_words(&["-h"]), Ok(Command::CtlHelp));
+    }
+
+    #[test]
+    fn errors_ask_for_usage() {
+        let bad = CliError::usage("tapir ctl: expected SOCKET list|add SPEC|remove ID|info");
+        for words in [
+            &[][..],
+            &["/s"],
+            &["/s", "add"],
+            &["/s", "list", "x"],
+            &["/s", "nope"],
+        ] {
+            assert_eq!(parse_words(words), Err(bad.clone()), "{words:?}");
+        }
+        assert_eq!(
+            parse_words(&["/s", "remove", "x"]),
+            Err(CliError::usage("tapir ctl: bad forward id \"x\""))
+        );
+        assert!(is_ctl(&[OsString::from("tapir"), OsString::from("ctl")]));
+        assert!(!is_ctl(&[OsString::from("ctl")]));
+        assert!(ctl_usage("t").starts_with("Usage: t ctl SOCKET list\n"));
+    }
+}
