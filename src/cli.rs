@@ -206,6 +206,7 @@ enum Opt {
     DisableOffload,
     BusyPoll,
     SpliceForwards,
+    AutoForward,
 }
 
 /// One `struct option` entry.
@@ -252,6 +253,7 @@ const LONG_OPTIONS: &[LongOpt] = &[
     long("disable-offload", false, Opt::DisableOffload),
     long("busy-poll", true, Opt::BusyPoll),
     long("splice-forwards", false, Opt::SpliceForwards),
+    long("auto-forward", true, Opt::AutoForward),
 ];
 
 /// The short options: slirp4netns's `"ce:r:m:a:6hv"` plus tapir's `p:`.
@@ -526,6 +528,24 @@ fn parse_busy_poll(s: &OsStr) -> Result<u32, CliError> {
         })
 }
 
+/// `--auto-forward=tcp|udp|tcp,udp` (tapir's own, not in `--help`: pasta's `-t auto` /
+/// `-u auto` for the slirp4netns front end).
+fn parse_auto_forward(s: &OsStr) -> Result<config::AutoForward, CliError> {
+    let mut a = config::AutoForward::default();
+    for p in s.to_str().unwrap_or("").split(',') {
+        match p {
+            "tcp" => a.tcp = true,
+            "udp" => a.udp = true,
+            _ => {
+                return Err(CliError::usage(
+                    "auto-forward must be tcp, udp or tcp,udp".to_owned(),
+                ))
+            }
+        }
+    }
+    Ok(a)
+}
+
 /// A value that is stored as a `String`.
 fn utf8(value: &OsStr, what: &str) -> Result<String, CliError> {
     value
@@ -606,6 +626,7 @@ fn scan<'a>(argv0: &'a str, args: &'a [OsString], permute: bool) -> Result<Scan<
             Opt::DisableOffload => o.disable_offload = true,
             Opt::BusyPoll => o.busy_poll_us = Some(parse_busy_poll(arg())?),
             Opt::SpliceForwards => o.splice_forwards = true,
+            Opt::AutoForward => o.auto_forward = parse_auto_forward(arg())?,
         }
     }
     scan.operands = getopt.operands;
