@@ -141,3 +141,43 @@ fn listeners_in_the_guest_are_followed_on_the_host() {
     std::thread::sleep(FOLLOW);
     assert_eq!(host_listeners(&host, "-tln", EXPLICIT), 1, "-p stays");
 }
+
+/// Rootless, as podman runs it: the guest in a user namespace of the plain test user, tapir as
+/// that user, so the tables are opened by a child that joined that user namespace first.
+#[test]
+fn rootless_guest_listeners_are_followed() {
+    let Some(host) = host() else { return };
+    require!(is_root(), "switching to the test user needs root");
+    require!(test_user().is_some(), "{}", no_test_user());
+    require!(
+        missing_tool(&["ncat", "ss", "python3"]).is_none(),
+        "{}",
+        missing_tool(&["ncat", "ss", "python3"]).unwrap_or_default()
+    );
+    const PORT: u16 = 18314;
+    let g = host.guest(As::User);
+    let pid = g.pid.to_string();
+    let mut t = Tapir::spawn(
+        &host,
+        As::User,
+        &["-c", "--auto-forward=tcp", &pid, "tap0"],
+        false,
+    );
+    t.wait_ready();
+    let srv = in_guest(
+        &g,
+        &format!("{} greet 0.0.0.0 {PORT} >/dev/null", tcpserve()),
+    );
+    guest_listening(&g, "-tln", PORT);
+    wait_until(FOLLOW, || host_listeners(&host, "-tln", PORT) == 1);
+    let out = host.sh(As::Runner, &format!("ncat 127.0.0.1 {PORT} </dev/null"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "{out:?}\n{}",
+        t.logs()
+    );
+    assert_eq!(host_listeners(&host, "-uln", PORT), 0, "tcp only");
+    drop(srv);
+    wait_until(FOLLOW, || host_listeners(&host, "-tln", PORT) == 0);
+}
