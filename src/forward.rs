@@ -132,7 +132,8 @@ impl ForwardTable {
         }
     }
 
-    /// Open the host socket for `spec`, register it, and return the new id.
+    /// Open the host socket for `spec`, register it, and return the new id (ids run up to
+    /// [`AUTO_ID_BASE`] - 1; the ids above are the auto forwards').
     pub fn add(&mut self, spec: ForwardSpec, registry: &Registry) -> Result<u64, AddError> {
         if self.entries.len() >= MAX_FORWARDS || self.next_id >= AUTO_ID_BASE {
             return Err(AddError::Full);
