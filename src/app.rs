@@ -376,6 +376,19 @@ fn spawn_broker(cfg: &Config, ns: &Namespaces) -> Option<sys::nsbroker::Broker> 
     }
 }
 
+/// `auto` port forwarding: the namespace's socket tables, opened inside it (forks, so while
+/// single-threaded, and before the sandbox hides `/proc`).
+fn auto_forward_tables(cfg: &Config, ns: &Namespaces) -> Option<crate::forward::auto::ProcNet> {
+    if !(cfg.auto_forward.tcp || cfg.auto_forward.udp) {
+        return None;
+    }
+    let Some((userns, netns)) = ns else {
+        warn!("auto port forwarding needs the target's namespaces (not a tap fd); it is off");
+        return None;
+    };
+    Some(crate::forward::auto::open(userns.as_deref(), netns))
+}
+
 fn serve(
     cfg: &Config,
     tap: OwnedFd,
@@ -384,6 +397,7 @@ fn serve(
     target_pid: Option<i32>,
     child: Option<sys::userns::PendingChild>,
 ) -> Result<Exit, Error> {
+    let auto_tables = auto_forward_tables(cfg, ns);
     let child_pid = child.as_ref().map(|c| c.pid);
     let mode = tap_mode(cfg, tap.as_fd())?;
     let watch = Watch {
@@ -417,6 +431,9 @@ fn serve(
             .map_err(|e| Error::Attach(format!("Couldn't log to the log file: {e}")))?;
     }
     rt.set_broker(spawn_broker(cfg, ns));
+    if let Some(tables) = auto_tables {
+        rt.set_auto_forward(crate::forward::auto::AutoForwarder::new(cfg, tables));
+    }
     // Isolation (sandbox, then the seccomp allowlist) goes last, right before the ready byte:
     // from here on only syscalls in sandbox/seccomp/<arch>.json are allowed.
     crate::isolation::apply(cfg, target_pid.or(child_pid.map(|p| p.as_raw())))

@@ -14,6 +14,10 @@
 //!
 //! Removing a forward closes its listener; connections already accepted live on. This module
 //! never touches smoltcp.
+//!
+//! Forwards opened by `auto` port forwarding ([`auto`]) come and go with the namespace's
+//! listeners; they take fixed ids from [`AUTO_ID_BASE`] up ([`auto_id`]), one per protocol and
+//! port, so that they never use up the ids the command line and the API draw from.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -24,6 +28,8 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 
 use crate::config::forward::{ForwardSpec, Proto};
+
+pub mod auto;
 
 /// First mio token value used for forward listeners.
 pub const FORWARD_TOKEN_BASE: usize = 1 << 18;
@@ -36,6 +42,19 @@ pub const LISTEN_BACKLOG: i32 = 128;
 /// Largest forward id. Ids are never reused (as in slirp4netns), and each maps to its own mio
 /// token below the flows' token range, so after this many adds in one process further adds fail.
 pub const MAX_FORWARD_ID: u64 = (1 << 18) - 1;
+
+/// First id of the auto forwards ([`auto_id`]); ids below it are drawn in order by
+/// [`ForwardTable::add`]. One id per protocol and port fits exactly below [`MAX_FORWARD_ID`].
+pub const AUTO_ID_BASE: u64 = 1 << 17;
+
+/// The fixed id of the auto forward of `proto` port `port`.
+pub fn auto_id(proto: Proto, port: u16) -> u64 {
+    let proto_base = match proto {
+        Proto::Tcp => 0,
+        Proto::Udp => 1 << 16,
+    };
+    AUTO_ID_BASE + proto_base + u64::from(port)
+}
 
 /// The mio token of forward `id`.
 pub fn forward_token(id: u64) -> Option<mio::Token> {
@@ -113,9 +132,10 @@ impl ForwardTable {
         }
     }
 
-    /// Open the host socket for `spec`, register it, and return the new id.
+    /// Open the host socket for `spec`, register it, and return the new id (ids run up to
+    /// [`AUTO_ID_BASE`] - 1; the ids above are the auto forwards').
     pub fn add(&mut self, spec: ForwardSpec, registry: &Registry) -> Result<u64, AddError> {
-        if self.entries.len() >= MAX_FORWARDS {
+        if self.entries.len() >= MAX_FORWARDS || self.next_id >= AUTO_ID_BASE {
             return Err(AddError::Full);
         }
         let addr = spec.host_socket();
@@ -125,6 +145,46 @@ impl ForwardTable {
             Proto::Udp => Listener::Udp(bind_udp(addr).map_err(bind_err)?),
         };
         let id = self.next_id;
+        self.insert(id, spec, listener, registry)?;
+        self.next_id += 1;
+        Ok(id)
+    }
+
+    /// Open the auto forward `spec` under its id [`auto_id`] (an open one stays as it is).
+    /// Unlike [`ForwardTable::add`], an unspecified IPv6 host address listens dual-stack (as
+    /// the host's `net.ipv6.bindv6only` allows, 0 by default), like pasta's `*`.
+    pub fn add_auto(&mut self, spec: ForwardSpec, registry: &Registry) -> Result<u64, AddError> {
+        let id = auto_id(spec.proto, spec.host_port);
+        if self.entries.contains_key(&id) {
+            return Ok(id);
+        }
+        if self.entries.len() >= MAX_FORWARDS {
+            return Err(AddError::Full);
+        }
+        let addr = spec.host_socket();
+        let bind_err = |err| AddError::Bind { addr, err };
+        let listener = match spec.proto {
+            Proto::Tcp => {
+                let l = TcpListener::bind(addr).map_err(bind_err)?;
+                l.set_nonblocking(true).map_err(bind_err)?;
+                Listener::Tcp(l)
+            }
+            Proto::Udp => Listener::Udp(bind_udp(addr).map_err(bind_err)?),
+        };
+        self.insert(id, spec, listener, registry)?;
+        Ok(id)
+    }
+
+    /// Register `listener` under `id`'s token and keep it.
+    fn insert(
+        &mut self,
+        id: u64,
+        spec: ForwardSpec,
+        listener: Listener,
+        registry: &Registry,
+    ) -> Result<(), AddError> {
+        let addr = spec.host_socket();
+        let bind_err = |err| AddError::Bind { addr, err };
         let token = forward_token(id).ok_or(AddError::Full)?;
         let fd = match &listener {
             Listener::Tcp(l) => l.as_raw_fd(),
@@ -133,9 +193,8 @@ impl ForwardTable {
         registry
             .register(&mut SourceFd(&fd), token, Interest::READABLE)
             .map_err(bind_err)?;
-        self.next_id += 1;
         self.entries.insert(id, Forward { spec, listener });
-        Ok(id)
+        Ok(())
     }
 
     /// Close forward `id`. Returns its spec, or `None` if there is no such forward.
@@ -203,6 +262,28 @@ mod tests {
         let err = t.add(spec(Proto::Tcp, port), poll.registry()).unwrap_err();
         assert!(matches!(err, AddError::Bind { .. }));
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn auto_ids_are_fixed_and_apart() {
+        assert_eq!(auto_id(Proto::Tcp, 0), AUTO_ID_BASE);
+        assert_eq!(auto_id(Proto::Udp, u16::MAX), MAX_FORWARD_ID);
+        assert!(forward_token(auto_id(Proto::Udp, u16::MAX)).is_some());
+        let poll = mio::Poll::new().unwrap();
+        let mut t = ForwardTable::new();
+        let mut s = spec(Proto::Tcp, 0);
+        s.host_addr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let a = t.add_auto(s, poll.registry()).unwrap();
+        assert_eq!(a, auto_id(Proto::Tcp, 0));
+        assert_eq!(t.add_auto(s, poll.registry()).unwrap(), a, "already open");
+        assert!(t.remove(a).is_some());
+        assert_eq!(
+            t.add_auto(s, poll.registry()).unwrap(),
+            a,
+            "the same id again"
+        );
+        // The ids drawn in order are unaffected.
+        assert_eq!(t.add(spec(Proto::Udp, 0), poll.registry()).unwrap(), 1);
     }
 
     #[test]

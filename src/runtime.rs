@@ -151,6 +151,8 @@ pub struct Runtime<'c> {
     stack: Stack,
     proxy: Proxy,
     forwards: ForwardTable,
+    /// `auto` port forwarding, when on ([`Runtime::set_auto_forward`]).
+    auto: Option<forward::auto::AutoForwarder>,
     api: Option<api::Server>,
     /// Kept open (and registered) for the loop's lifetime.
     _exit_fd: Option<OwnedFd>,
@@ -408,6 +410,7 @@ impl<'c> Runtime<'c> {
             stack,
             proxy,
             forwards,
+            auto: None,
             api,
             _exit_fd: exit_fd,
             exit_fd_invalid,
@@ -427,6 +430,11 @@ impl<'c> Runtime<'c> {
     /// Give the proxy its socket broker (`--splice-forwards`), started after any daemon fork.
     pub fn set_broker(&mut self, broker: Option<crate::sys::nsbroker::Broker>) {
         self.proxy.set_broker(broker);
+    }
+
+    /// Turn on `auto` port forwarding; its first scan runs at the loop's first round.
+    pub fn set_auto_forward(&mut self, auto: forward::auto::AutoForwarder) {
+        self.auto = Some(auto);
     }
 
     /// Time on the runtime clock: since start, less the time the process spent stopped.
@@ -591,6 +599,16 @@ impl<'c> Runtime<'c> {
                 api_due = api.on_timer(self.poll.registry(), now_ms);
             }
         }
+        // `auto` port forwarding: rescan the namespace's listeners when due.
+        let mut auto_due = None;
+        if let Some(auto) = self.auto.as_mut() {
+            if auto.due_ms() <= now_ms {
+                for fid in auto.scan(now_ms, &mut self.forwards, self.poll.registry()) {
+                    self.proxy.on_forward_removed(fid);
+                }
+            }
+            auto_due = Some(auto.due_ms());
+        }
         self.flush_tap()?;
 
         // More frames wait in the tap: come back at once, unless we are holding back because the
@@ -615,7 +633,7 @@ impl<'c> Runtime<'c> {
         wait = wait.min(StdDuration::from_millis(
             self.next_expiry_ms.saturating_sub(now_ms),
         ));
-        if let Some(t) = api_due {
+        for t in [api_due, auto_due].into_iter().flatten() {
             wait = wait.min(StdDuration::from_millis(t.saturating_sub(now_ms)));
         }
         Ok(Some(wait))

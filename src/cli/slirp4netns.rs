@@ -71,6 +71,7 @@ pub(super) enum Opt {
     DisableOffload,
     BusyPoll,
     SpliceForwards,
+    AutoForward,
 }
 
 /// slirp4netns HEAD's `longopts`, in its order (which is the order of the `possibilities` in an
@@ -102,6 +103,7 @@ const LONG_OPTIONS: &[LongOpt<Opt>] = &[
     long("disable-offload", false, Opt::DisableOffload),
     long("busy-poll", true, Opt::BusyPoll),
     long("splice-forwards", false, Opt::SpliceForwards),
+    long("auto-forward", true, Opt::AutoForward),
 ];
 
 /// The short options: slirp4netns's `"ce:r:m:a:6hv"` plus tapir's `p:`.
@@ -204,6 +206,24 @@ fn parse_busy_poll(s: &OsStr) -> Result<u32, CliError> {
         })
 }
 
+/// `--auto-forward=tcp|udp|tcp,udp` (tapir's own, not in `--help`: pasta's `-t auto` /
+/// `-u auto` for the slirp4netns front end).
+fn parse_auto_forward(s: &OsStr) -> Result<config::AutoForward, CliError> {
+    let mut a = config::AutoForward::default();
+    for p in s.to_str().unwrap_or("").split(',') {
+        match p {
+            "tcp" => a.tcp = true,
+            "udp" => a.udp = true,
+            _ => {
+                return Err(CliError::usage(
+                    "auto-forward must be tcp, udp or tcp,udp".to_owned(),
+                ))
+            }
+        }
+    }
+    Ok(a)
+}
+
 /// Run the option loop over `args` (argv without argv\[0\], or without `argv[0] run`).
 pub(super) fn scan<'a>(
     argv0: &'a str,
@@ -271,6 +291,7 @@ pub(super) fn scan<'a>(
             Opt::DisableOffload => o.disable_offload = true,
             Opt::BusyPoll => o.busy_poll_us = Some(parse_busy_poll(arg())?),
             Opt::SpliceForwards => o.splice_forwards = true,
+            Opt::AutoForward => o.auto_forward = parse_auto_forward(arg())?,
         }
     }
     scan.operands = getopt.into_operands();

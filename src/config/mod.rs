@@ -417,6 +417,8 @@ pub struct Options {
     pub busy_poll_us: Option<u32>,
     /// `--splice-forwards`: relay port forwards from loopback clients inside the namespace.
     pub splice_forwards: bool,
+    /// `--auto-forward=tcp,udp` (hidden): follow the namespace's listeners, as pasta's `auto`.
+    pub auto_forward: AutoForward,
     /// The namespace to attach to (positional PID|PATH|FD with `--netns-type`). `None` for `run`.
     pub target: Option<Target>,
     /// Positional TAPNAME, untruncated ([`Config::from_options`] truncates it to 15 bytes).
@@ -650,7 +652,7 @@ impl Config {
             dns_servers: Vec::new(),
             dns_search: Vec::new(),
             process: Process::default(),
-            auto_forward: AutoForward::default(),
+            auto_forward: opts.auto_forward,
             reverse: Vec::new(),
         })
     }
