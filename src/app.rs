@@ -52,6 +52,11 @@ fn open_tap_in_namespace(cfg: &Config) -> Result<OwnedFd, String> {
 /// `--configure`, exactly slirp4netns's steps (spec §3.3).
 fn configure(cfg: &Config, name: &str) -> std::io::Result<()> {
     sys::ifconfig::set_up("lo")?;
+    if cfg.ipv6 && cfg.net6.guest.is_some() {
+        // Assigned addresses are ours alone (pasta's nodad), the link-local one included,
+        // which the kernel makes when the link goes up.
+        sys::ifconfig::disable_dad(name)?;
+    }
     sys::ifconfig::set_up(name)?;
     sys::ifconfig::set_mtu(name, cfg.mtu)?;
     if let Some(mac) = cfg.mac {

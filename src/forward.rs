@@ -117,8 +117,8 @@ fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(l)
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    let s = UdpSocket::bind(addr)?;
+fn bind_udp(addr: SocketAddr, v6only: bool) -> io::Result<UdpSocket> {
+    let s = crate::sys::net::udp_bind(addr, v6only)?;
     s.set_nonblocking(true)?;
     Ok(s)
 }
@@ -142,7 +142,7 @@ impl ForwardTable {
         let bind_err = |err| AddError::Bind { addr, err };
         let listener = match spec.proto {
             Proto::Tcp => Listener::Tcp(bind_tcp(addr).map_err(bind_err)?),
-            Proto::Udp => Listener::Udp(bind_udp(addr).map_err(bind_err)?),
+            Proto::Udp => Listener::Udp(bind_udp(addr, true).map_err(bind_err)?),
         };
         let id = self.next_id;
         self.insert(id, spec, listener, registry)?;
@@ -169,7 +169,7 @@ impl ForwardTable {
                 l.set_nonblocking(true).map_err(bind_err)?;
                 Listener::Tcp(l)
             }
-            Proto::Udp => Listener::Udp(bind_udp(addr).map_err(bind_err)?),
+            Proto::Udp => Listener::Udp(bind_udp(addr, false).map_err(bind_err)?),
         };
         self.insert(id, spec, listener, registry)?;
         Ok(id)

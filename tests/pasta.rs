@@ -358,28 +358,33 @@ fn podman_argv_end_to_end() {
     });
     let got = host.sh(
         As::Runner,
-        &format!("ncat -w 3 127.0.0.1 {FWD_TCP} </dev/null"),
+        &format!("ncat --recv-only -w 3 127.0.0.1 {FWD_TCP} </dev/null"),
     );
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "hello-80");
     let got = host.sh(
         As::Runner,
-        &format!("ncat -w 3 {HOST_ADDR} {} </dev/null", FWD_TCP + 1),
+        &format!(
+            "ncat --recv-only -w 3 {HOST_ADDR} {} </dev/null",
+            FWD_TCP + 1
+        ),
     );
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "hello-81");
     let got = host.sh(
         As::Runner,
-        &format!("echo ping-udp | ncat -u -w 2 127.0.0.1 {FWD_UDP}"),
+        &format!("(echo ping-udp; sleep 2) | ncat -u -w 3 127.0.0.1 {FWD_UDP}"),
     );
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "ping-udp");
     // 127.0.0.1 only for the first forward, as podman asked.
     let out = host.sh(
         As::Runner,
-        &format!("ncat -w 2 {HOST_ADDR} {FWD_TCP} </dev/null"),
+        &format!("ncat --recv-only -w 2 {HOST_ADDR} {FWD_TCP} </dev/null"),
     );
     assert!(!out.status.success(), "18080 listens on 127.0.0.1 only");
 
     // The container reaches the host at its own address through --map-guest-addr.
-    let peer = g.ok(&format!("ncat -w 3 {GUEST_MAP} 8000 </dev/null"));
+    let peer = g.ok(&format!(
+        "ncat --recv-only -w 3 {GUEST_MAP} 8000 </dev/null"
+    ));
     assert_eq!(peer.trim(), "ok");
     // DNS through the forward address, UDP and TCP.
     let a = g.ok(&format!(
@@ -392,7 +397,7 @@ fn podman_argv_end_to_end() {
     assert_eq!(a.trim(), DNS_ANSWER);
     // --no-map-gw: the gateway is the real one (it refuses at once), never host loopback.
     let t = Instant::now();
-    let out = g.sh_any("ncat -w 5 192.0.2.1 8001 </dev/null");
+    let out = g.sh_any("ncat --recv-only -w 5 192.0.2.1 8001 </dev/null");
     assert!(!out.status.success(), "the gateway is not host loopback");
     assert!(t.elapsed() < Duration::from_secs(3), "refused at once");
 
@@ -437,7 +442,11 @@ fn gateway_maps_to_host_loopback_by_default() {
     );
     assert_eq!(code, Some(0), "{out} {err}");
     let _daemon = Daemon(read(&pidfile).trim().parse().unwrap());
-    assert_eq!(g.ok("ncat -w 3 192.0.2.1 8001 </dev/null").trim(), "ok");
+    assert_eq!(
+        g.ok("ncat --recv-only -w 3 192.0.2.1 8001 </dev/null")
+            .trim(),
+        "ok"
+    );
     lab.remove_netns_file(&netns);
 }
 
@@ -501,7 +510,10 @@ fn rootlesskit_argv_with_auto_ports() {
         .spawn()
         .unwrap());
     let reached = || {
-        let out = host.sh(As::Runner, "ncat -w 2 127.0.0.1 8081 </dev/null");
+        let out = host.sh(
+            As::Runner,
+            "ncat --recv-only -w 2 127.0.0.1 8081 </dev/null",
+        );
         String::from_utf8_lossy(&out.stdout).trim() == "auto-8081"
     };
     let t = Instant::now();

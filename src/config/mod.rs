@@ -489,8 +489,6 @@ pub struct Config {
     pub process: Process,
     /// Forward every port the guest listens on (pasta's `-t auto` / `-u auto`).
     pub auto_forward: AutoForward,
-    /// Port ranges forwarded from the namespace to the host (pasta's `-T` / `-U` specs).
-    pub reverse: Vec<forward::ForwardSpec>,
 }
 
 /// Built-in services of the virtual hosts; all on by default.
@@ -653,7 +651,6 @@ impl Config {
             dns_search: Vec::new(),
             process: Process::default(),
             auto_forward: opts.auto_forward,
-            reverse: Vec::new(),
         })
     }
 }

@@ -360,45 +360,71 @@ pub fn build(o: &PastaOptions, host: &Host) -> Result<Config, ConfigError> {
         .or(t6.map(|t| t.ifname.clone()))
         .unwrap_or_else(|| DEFAULT_IFNAME.to_owned());
 
+    // Namespace-to-host forwarding (-T/-U) is not implemented: only `none` (and leaving the
+    // option out, which pasta reads as `auto`) are accepted.
+    for (opt, spec) in [("-T", &o.tcp_ns), ("-U", &o.udp_ns)] {
+        match spec {
+            PortSpec::Unset | PortSpec::None => {}
+            PortSpec::Auto => {
+                return Err(invalid(format!(
+                    "tapir: pasta option {opt} auto is not supported (only {opt} none)"
+                )))
+            }
+            PortSpec::Ranges(_) => {
+                return Err(invalid(format!(
+                    "tapir: pasta option {opt} PORTS is not supported (only {opt} none)"
+                )))
+            }
+        }
+    }
     let forwards = |spec: &PortSpec, proto: Proto| -> Vec<ForwardSpec> {
         let PortSpec::Ranges(ranges) = spec else {
             return Vec::new();
         };
         let mut out = Vec::new();
+        // No address: every address, as pasta's `*`: 0.0.0.0 and, with IPv6, `[::]` (an
+        // IPv6-only socket beside it; its clients reach the guest's IPv4 address).
+        let any: &[IpAddr] = if ipv6 {
+            &[
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ]
+        } else {
+            &[IpAddr::V4(Ipv4Addr::UNSPECIFIED)]
+        };
         for r in ranges {
-            let host_addr = r.addr.unwrap_or(if ipv6 {
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
-            } else {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            });
-            for (i, port) in (r.first..=r.last).enumerate() {
-                let Some(to) = u16::try_from(i)
-                    .ok()
-                    .and_then(|i| r.to_first.checked_add(i))
-                else {
-                    break;
-                };
-                // Clients of either family reach the guest's IPv4 address (an IPv6 client
-                // appears as the gateway); only an IPv6-only guest is reached over IPv6.
-                let guest_addr = match net6.guest {
-                    Some(g) if !v4_on => IpAddr::V6(g),
-                    _ => IpAddr::V4(net.guest),
-                };
-                out.push(ForwardSpec {
-                    proto,
-                    host_addr,
-                    host_port: port,
-                    guest_addr,
-                    guest_port: to,
-                });
+            let addrs = match r.addr {
+                Some(a) => vec![a],
+                None => any.to_vec(),
+            };
+            for host_addr in addrs {
+                for (i, port) in (r.first..=r.last).enumerate() {
+                    let Some(to) = u16::try_from(i)
+                        .ok()
+                        .and_then(|i| r.to_first.checked_add(i))
+                    else {
+                        break;
+                    };
+                    // Clients of either family reach the guest's IPv4 address (an IPv6 client
+                    // appears as the gateway); only an IPv6-only guest is reached over IPv6.
+                    let guest_addr = match net6.guest {
+                        Some(g) if !v4_on => IpAddr::V6(g),
+                        _ => IpAddr::V4(net.guest),
+                    };
+                    out.push(ForwardSpec {
+                        proto,
+                        host_addr,
+                        host_port: port,
+                        guest_addr,
+                        guest_port: to,
+                    });
+                }
             }
         }
         out
     };
     let mut publish = forwards(&o.tcp, Proto::Tcp);
     publish.extend(forwards(&o.udp, Proto::Udp));
-    let mut reverse = forwards(&o.tcp_ns, Proto::Tcp);
-    reverse.extend(forwards(&o.udp_ns, Proto::Udp));
 
     let pid_netns = o.pid.is_none() && o.netns.is_some() && !o.no_netns_quit;
     let daemonize = !o.foreground && target.is_some();
@@ -427,7 +453,12 @@ pub fn build(o: &PastaOptions, host: &Host) -> Result<Config, ConfigError> {
         splice_forwards: !o.no_splice,
         net6,
         ipv4: v4_on,
-        services: o.services,
+        // --config-net configures addresses and routes itself, and then pasta sends no router
+        // advertisements (they would add a second default route).
+        services: Services {
+            ra: o.services.ra && !o.config_net,
+            ..o.services
+        },
         dns_servers: o.dns.clone(),
         dns_search: o.search.clone(),
         process: Process {
@@ -442,7 +473,6 @@ pub fn build(o: &PastaOptions, host: &Host) -> Result<Config, ConfigError> {
             tcp: o.tcp == PortSpec::Auto,
             udp: o.udp == PortSpec::Auto,
         },
-        reverse,
     })
 }
 
@@ -514,7 +544,7 @@ mod tests {
             c.process.netns_file,
             Some(PathBuf::from("/run/user/1000/netns/netns-x"))
         );
-        assert_eq!(c.publish.len(), 2);
+        assert_eq!(c.publish.len(), 2, "127.0.0.1 only");
         assert_eq!(c.publish[1].host_port, 18081);
         assert_eq!(c.publish[1].guest_port, 81);
         assert_eq!(c.publish[1].guest_addr, IpAddr::V4(c.net.guest));

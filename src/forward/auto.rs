@@ -212,9 +212,6 @@ pub struct AutoForwarder {
     host: IpAddr,
     /// Where clients are relayed to (the port is the same).
     guest: IpAddr,
-    /// Ports never forwarded automatically (the namespace-to-host forwards), per protocol.
-    exclude_tcp: BTreeSet<u16>,
-    exclude_udp: BTreeSet<u16>,
     /// Ports whose host socket could not be opened (logged once; retried each scan).
     failed: BTreeSet<(bool, u16)>,
     /// Whether the limit was reported.
@@ -236,22 +233,12 @@ impl AutoForwarder {
         } else {
             IpAddr::V4(Ipv4Addr::UNSPECIFIED)
         };
-        let mut exclude_tcp = BTreeSet::new();
-        let mut exclude_udp = BTreeSet::new();
-        for r in &cfg.reverse {
-            match r.proto {
-                Proto::Tcp => exclude_tcp.insert(r.host_port),
-                Proto::Udp => exclude_udp.insert(r.host_port),
-            };
-        }
         AutoForwarder {
             files,
             tcp: cfg.auto_forward.tcp,
             udp: cfg.auto_forward.udp,
             host,
             guest,
-            exclude_tcp,
-            exclude_udp,
             failed: BTreeSet::new(),
             limit_logged: false,
             next_ms: 0,
@@ -287,18 +274,14 @@ impl AutoForwarder {
             return Vec::new();
         }
         if self.udp {
-            // pasta's rule: UDP also follows TCP listeners, but not the -T ports.
-            udp.extend(tcp.difference(&self.exclude_tcp));
+            // pasta's rule: UDP also follows TCP listeners.
+            udp.extend(tcp.iter().copied());
         }
         let mut removed = Vec::new();
         for (on, proto, mut wanted) in [(self.tcp, Proto::Tcp, tcp), (self.udp, Proto::Udp, udp)] {
             if !on {
                 continue;
             }
-            let exclude = match proto {
-                Proto::Tcp => &self.exclude_tcp,
-                Proto::Udp => &self.exclude_udp,
-            };
             let mut open = BTreeSet::new();
             for (id, spec) in table.list() {
                 if spec.proto != proto {
@@ -311,7 +294,6 @@ impl AutoForwarder {
                     wanted.remove(&spec.host_port);
                 }
             }
-            wanted.retain(|p| !exclude.contains(p));
             let p = plan(&wanted, &open, MAX_AUTO_PORTS);
             if wanted.len() > MAX_AUTO_PORTS && !self.limit_logged {
                 self.limit_logged = true;

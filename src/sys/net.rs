@@ -132,6 +132,18 @@ pub fn tcp_listen(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpLis
     Ok(std::net::TcpListener::from(fd))
 }
 
+/// A non-blocking UDP socket bound to `addr` for a port forward. With `v6only`, an IPv6 socket
+/// serves IPv6 only (so that an IPv4 forward on the same port can sit beside it); without it,
+/// `[::]` takes IPv4 clients too, as the host's `net.ipv6.bindv6only` allows.
+pub fn udp_bind(addr: SocketAddr, v6only: bool) -> io::Result<UdpSocket> {
+    let fd = socket(family_of(addr.ip()), libc::SOCK_DGRAM, 0)?;
+    if addr.is_ipv6() && v6only {
+        setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 1)?;
+    }
+    bind(&fd, addr)?;
+    Ok(UdpSocket::from(fd))
+}
+
 /// Make the next `close` of `s` send RST instead of FIN (`SO_LINGER` with a zero timeout).
 pub fn set_linger_zero(s: &TcpStream) -> io::Result<()> {
     let l = libc::linger {
