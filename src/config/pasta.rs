@@ -58,7 +58,8 @@ pub const DEFAULT_IFNAME: &str = "tap0";
 /// One `-t`/`-u`/`-T`/`-U` option value, parsed (pasta's port specification).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum PortSpec {
-    /// Not given: pasta's default is `auto`; tapir treats a missing `-T`/`-U` as `none`.
+    /// Not given: `auto` for `-t`/`-u` (pasta's default); `none` for `-T`/`-U`, which tapir
+    /// does not implement.
     #[default]
     Unset,
     /// `none`.
@@ -469,9 +470,10 @@ pub fn build(o: &PastaOptions, host: &Host) -> Result<Config, ConfigError> {
             netns_file: pid_netns.then(|| o.netns.clone()).flatten(),
             loopback_up: true,
         },
+        // pasta's default for a missing -t/-u is `auto`.
         auto_forward: AutoForward {
-            tcp: o.tcp == PortSpec::Auto,
-            udp: o.udp == PortSpec::Auto,
+            tcp: matches!(o.tcp, PortSpec::Auto | PortSpec::Unset),
+            udp: matches!(o.udp, PortSpec::Auto | PortSpec::Unset),
         },
     })
 }
