@@ -280,19 +280,24 @@ struct Harness {
 
 impl Harness {
     /// `flags`: bit 0 IPv6, bit 1 tap offloads, bit 2 `--disable-host-loopback`, bit 3 MTU 1500
-    /// (else 65520), bit 4 `--disable-dns`.
+    /// (else 65520), bit 4 `--disable-dns`, bit 5 pasta's address model (podman's options on
+    /// the host [`pasta_host`]: the prefix is a real network, ARP/NDP answer for all of it).
     fn new(flags: u8) -> Self {
         assert_confined();
-        let opts = Options {
-            enable_ipv6: flags & 1 != 0,
-            disable_host_loopback: flags & 4 != 0,
-            mtu: Some(if flags & 8 != 0 { 1500 } else { 65520 }),
-            disable_dns: flags & 16 != 0,
-            ..Options::default()
-        };
-        let mut cfg = match Config::from_options(opts, false) {
-            Ok(c) => c,
-            Err(e) => unreachable!("harness options are valid: {e}"),
+        let mut cfg = if flags & 32 != 0 {
+            pasta_config(flags)
+        } else {
+            let opts = Options {
+                enable_ipv6: flags & 1 != 0,
+                disable_host_loopback: flags & 4 != 0,
+                mtu: Some(if flags & 8 != 0 { 1500 } else { 65520 }),
+                disable_dns: flags & 16 != 0,
+                ..Options::default()
+            };
+            match Config::from_options(opts, false) {
+                Ok(c) => c,
+                Err(e) => unreachable!("harness options are valid: {e}"),
+            }
         };
         let guest = cfg.net.guest();
         for proto in [FwdProto::Tcp, FwdProto::Udp] {
@@ -552,23 +557,77 @@ fn fix_l4(
     }
 }
 
+/// A host as pasta sees it: template `v0` with 192.0.2.10/24 and 2001:db8::10/64, default
+/// gateways 192.0.2.1 and fe80::1 (link-local, as routers often are).
+fn pasta_host() -> crate::config::pasta::Host {
+    use crate::config::pasta::{Host, Template4, Template6};
+    Host {
+        v4: Some(Template4 {
+            ifname: "v0".into(),
+            addr: Ipv4Addr::new(192, 0, 2, 10),
+            prefix_len: 24,
+            gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        }),
+        v6: Some(Template6 {
+            ifname: "v0".into(),
+            addr: Some((
+                std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10),
+                64,
+            )),
+            gateway: Some(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+        }),
+    }
+}
+
+/// podman's pasta options (`--dns-forward 169.254.1.1 --map-guest-addr 169.254.1.2`, gateway
+/// mapped to host loopback unless bit 2) on [`pasta_host`], with the harness's flags.
+fn pasta_config(flags: u8) -> Config {
+    use crate::config::pasta::{build, Family, PastaOptions};
+    let mut o = PastaOptions {
+        family: if flags & 1 != 0 {
+            Family::Both
+        } else {
+            Family::V4Only
+        },
+        map_gw: Some(flags & 4 == 0),
+        mtu: Some(if flags & 8 != 0 { 1500 } else { 65520 }),
+        ..PastaOptions::default()
+    };
+    if flags & 16 == 0 {
+        o.dns_forward.add(Ipv4Addr::new(169, 254, 1, 1).into());
+    }
+    o.map_guest_addr.add(Ipv4Addr::new(169, 254, 1, 2).into());
+    match build(&o, &pasta_host()) {
+        Ok(mut c) => {
+            // The harness drives the data plane only: no forwards of the options' own.
+            c.publish.clear();
+            c
+        }
+        Err(e) => unreachable!("harness pasta options are valid: {e}"),
+    }
+}
+
 /// One guest frame (the whole input) through a data plane with IPv6 and tap offloads on, at
-/// MTU 65520; then the clock moves past the reassembly timeout and the timers run.
+/// MTU 65520, in slirp4netns's and in pasta's address model; then the clock moves past the
+/// reassembly timeout and the timers run.
 ///
 /// # Panics
 /// If the thread is not [`confine`]d, and on any bug the frame reaches.
 pub fn guest_frame(data: &[u8]) {
-    let mut h = Harness::new(0b0011);
-    h.deliver(data);
-    h.service();
-    h.advance(CLOCK_STEPS_MS[4]);
-    h.service();
+    for flags in [0b0011, 0b10_0011] {
+        let mut h = Harness::new(flags);
+        h.deliver(data);
+        h.service();
+        h.advance(CLOCK_STEPS_MS[4]);
+        h.service();
+    }
 }
 
 /// A sequence of guest frames with host-side actions and clock steps in between.
 ///
 /// Format: one byte of configuration (bit 0 IPv6, bit 1 tap offloads, bit 2
-/// `--disable-host-loopback`, bit 3 MTU 1500 instead of 65520, bit 4 `--disable-dns`), then
+/// `--disable-host-loopback`, bit 3 MTU 1500 instead of 65520, bit 4 `--disable-dns`, bit 5
+/// pasta's address model), then
 /// records of `[control: u8][length: u16 LE][frame: length bytes]` (a short last record takes
 /// what is left), at most [`MAX_FRAMES`]. Control bits:
 ///
@@ -720,6 +779,10 @@ pub fn argv(data: &[u8]) {
             }
             crate::cli::Command::Run { options, .. } => {
                 let _ = Config::from_options(options, true);
+            }
+            crate::cli::Command::Pasta(o) => {
+                let _ = crate::config::pasta::build(&o, &pasta_host());
+                let _ = crate::config::pasta::build(&o, &crate::config::pasta::Host::default());
             }
             _ => {}
         }

@@ -412,7 +412,8 @@ fn podman_argv_end_to_end() {
     );
 }
 
-/// Without `--no-map-gw`, the gateway address is the host's loopback (pasta's default).
+/// Without `--no-map-gw`, the gateway address is the host's loopback (pasta's default); a
+/// port range forwards each of its ports to its counterpart.
 #[test]
 fn gateway_maps_to_host_loopback_by_default() {
     let Some(lab) = Lab::new() else { return };
@@ -430,7 +431,7 @@ fn gateway_maps_to_host_loopback_by_default() {
         &[
             "--config-net",
             "-t",
-            "none",
+            "127.0.0.1/18100-18101:90-91",
             "-u",
             "none",
             "-q",
@@ -447,6 +448,30 @@ fn gateway_maps_to_host_loopback_by_default() {
             .trim(),
         "ok"
     );
+    let mut servers = Vec::new();
+    for port in [90, 91] {
+        servers.push(Bg(Command::new("nsenter")
+            .args(["-t", &g.pid.to_string(), "-n"])
+            .args(["ncat", "-lk", "-p", &port.to_string()])
+            .args(["-c", &format!("echo port-{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()));
+    }
+    wait_until(Duration::from_secs(5), || {
+        g.sh_any("ss -Hltn | grep -q ':90 ' && ss -Hltn | grep -q ':91 '")
+            .status
+            .success()
+    });
+    for (host_port, want) in [(18100, "port-90"), (18101, "port-91")] {
+        let got = host.sh(
+            As::Runner,
+            &format!("ncat --recv-only -w 3 127.0.0.1 {host_port} </dev/null"),
+        );
+        assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), want);
+    }
     lab.remove_netns_file(&netns);
 }
 
