@@ -1,4 +1,4 @@
-//! tapir: a rootless userspace network stack for containers, drop-in for slirp4netns.
+//! tapir: a rootless userspace network stack for containers, drop-in for slirp4netns and pasta.
 //!
 //! # Theory of operation
 //!
@@ -13,6 +13,9 @@
 //! ```
 //!
 //! and back the same way. The control plane is `cli -> config` (immutable) plus the API socket.
+//! `cli` has two network front ends, slirp4netns's command line and pasta's (chosen by the
+//! program name or `tapir pasta`); both end in the same [`config::Config`], whose address plan
+//! is either slirp4netns's virtual network or pasta's copy of the host's interface.
 //! [`runtime`] owns the single mio event loop and is the only module that knows every kind of fd.
 //!
 //! Unsafe code lives only in [`sys`].
