@@ -426,6 +426,7 @@ fn serve(
     if process.daemonize {
         sys::daemon::daemonize(process.pid_file.as_deref())
             .map_err(|e| Error::Attach(format!("Couldn't fork into the background: {e}")))?;
+        rt.after_fork()?;
     } else if let Some(path) = &process.pid_file {
         sys::daemon::write_pid_file(path, std::process::id()).map_err(|e| {
             Error::Attach(format!("Couldn't write PID file {}: {e}", path.display()))

@@ -254,6 +254,18 @@ const TERMINATING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHU
 /// default stop timeout.
 pub const RUN_STOP_GRACE: StdDuration = StdDuration::from_secs(10);
 
+/// Block the signals the loop handles and return a signalfd for them.
+fn signal_fd() -> Result<SignalFd, Error> {
+    let mut mask = SigSet::empty();
+    for s in TERMINATING {
+        mask.add(s);
+    }
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block().map_err(Error::Signals)?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(Error::Signals)
+}
+
 /// What ends the runtime besides signals.
 #[derive(Debug, Default)]
 pub struct Watch {
@@ -286,14 +298,7 @@ impl<'c> Runtime<'c> {
             netns_file,
         } = watch;
         let poll = Poll::new().map_err(Error::Poll)?;
-        let mut mask = SigSet::empty();
-        for s in TERMINATING {
-            mask.add(s);
-        }
-        mask.add(Signal::SIGCHLD);
-        mask.thread_block().map_err(Error::Signals)?;
-        let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(Error::Signals)?;
+        let signals = signal_fd()?;
         // A write to a socket whose peer went away must be an EPIPE error, not a death.
         sys::ignore_sigpipe();
 
@@ -425,6 +430,24 @@ impl<'c> Runtime<'c> {
             tap_writable: true,
             next_expiry_ms: 0,
         })
+    }
+
+    /// Renew the signalfd after a `fork` (pasta's daemon mode): a signalfd reports the signals
+    /// of the process that reads it, but its readiness in an epoll set is that of the process
+    /// that registered it, so the daemon child would never be woken for SIGTERM.
+    pub fn after_fork(&mut self) -> Result<(), Error> {
+        let fresh = signal_fd()?;
+        let reg = self.poll.registry();
+        reg.deregister(&mut SourceFd(&self.signals.as_fd().as_raw_fd()))
+            .map_err(Error::Poll)?;
+        reg.register(
+            &mut SourceFd(&fresh.as_fd().as_raw_fd()),
+            Token::Signal.to_mio(),
+            Interest::READABLE,
+        )
+        .map_err(Error::Poll)?;
+        self.signals = fresh;
+        Ok(())
     }
 
     /// Give the proxy its socket broker (`--splice-forwards`), started after any daemon fork.

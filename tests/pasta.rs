@@ -60,6 +60,8 @@ fn sandbox_args() -> Vec<String> {
 struct Lab {
     host: HostNs,
     _remote: Bg,
+    /// PID of a process in the remote namespace.
+    rpid: u32,
     dir: Scratch,
 }
 
@@ -90,6 +92,7 @@ impl Lab {
         Some(Lab {
             host,
             _remote: remote,
+            rpid,
             dir: Scratch::new("pasta"),
         })
     }
@@ -641,4 +644,71 @@ fn failures_exit_1_with_the_reason() {
     );
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("18200"), "{err}");
+}
+
+/// A link-local IPv6 default gateway (what most routers advertise): the guest's TCP over IPv6
+/// reaches both a host of the copied prefix and one beyond the gateway; and SIGTERM ends the
+/// daemon (its signal handling survives the fork).
+#[test]
+fn ipv6_behind_a_link_local_gateway_and_sigterm() {
+    let Some(lab) = Lab::new() else { return };
+    let host = &lab.host;
+    let script = format!(
+        "set -e
+         nsenter -t {r} -n sh -c 'ip -6 addr add fe80::1/64 dev v1 nodad; \
+           ip -6 addr add 2001:db8:1::1/64 dev lo'
+         ip -6 route replace default via fe80::1 dev v0",
+        r = lab.rpid
+    );
+    let out = host.sh(As::Runner, &script);
+    assert!(out.status.success(), "{out:?}");
+    let remote = |addr: &str| {
+        Bg(Command::new("nsenter")
+            .args(["-t", &lab.rpid.to_string(), "-n"])
+            .args(["python3", &format!("{}/tcpserve.py", tools())])
+            .args(["greet", addr, "8000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap())
+    };
+    let _near = remote("2001:db8::1");
+    let _far = remote("2001:db8:1::1");
+    let g = host.guest(As::Runner);
+    let netns = lab.netns_file(&g);
+    let pidfile = lab.dir.path("pasta.pid");
+    let (code, out, err) = lab.pasta(
+        As::Runner,
+        &[
+            "--config-net",
+            "-t",
+            "none",
+            "-u",
+            "none",
+            "-q",
+            "--netns",
+            &netns.to_string_lossy(),
+            "-P",
+            &pidfile.to_string_lossy(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out} {err}");
+    let pid: u32 = read(&pidfile).trim().parse().unwrap();
+    let _daemon = Daemon(pid);
+    assert!(g
+        .ok("ip -6 route show default")
+        .contains("via fe80::1 dev v0"));
+    for addr in ["2001:db8::1", "2001:db8:1::1"] {
+        let t = Instant::now();
+        let mut got = String::new();
+        while got.trim() != "ok" && t.elapsed() < Duration::from_secs(5) {
+            let out = g.sh_any(&format!("ncat --recv-only -w 2 {addr} 8000 </dev/null"));
+            got = String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert_eq!(got.trim(), "ok", "TCP over IPv6 to {addr}");
+    }
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    wait_until(Duration::from_secs(3), || dead(pid));
+    lab.remove_netns_file(&netns);
 }

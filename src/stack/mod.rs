@@ -71,12 +71,24 @@ impl Stack {
         let mut iface = Interface::new(icfg, &mut device, now);
         let gw = cfg.net.gateway();
         let gw6 = cfg.net6.gateway;
+        // smoltcp sends to a destination directly only if one of its addresses' prefixes holds
+        // it. A gateway outside the guest's prefix (pasta mode: a link-local IPv6 router, or an
+        // IPv4 gateway beyond a /32) gets prefix 0, so that the guest is still on-link.
+        let len4 = if cfg.net.contains(gw) {
+            cfg.net.prefix_len
+        } else {
+            0
+        };
+        let len6 = match cfg.net6.guest {
+            Some(g) if !cfg.net6.contains(gw6) || !cfg.net6.contains(g) => 0,
+            _ => cfg.net6.prefix_len,
+        };
         iface.update_ip_addrs(|addrs| {
             // Capacity is IFACE_MAX_ADDR_COUNT (2): exactly the IPv4 and the IPv6 gateway
             // (N+2 and fd00::2 in slirp4netns mode).
-            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(gw), cfg.net.prefix_len));
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(gw), len4));
             if cfg.ipv6 {
-                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(gw6), cfg.net6.prefix_len));
+                let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(gw6), len6));
             }
         });
         // any_ip accepts a foreign destination only if a route to it goes through one of our own
