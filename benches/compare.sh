@@ -3,12 +3,15 @@
 #
 #   sudo benches/compare.sh          # or as a plain user with unprivileged user namespaces
 #   ROUNDS=3 DURATION=5 MTUS="65520 1500" IMPLS="tapir slirp4netns pasta" benches/compare.sh
+#   SUITES=pasta-mode IMPLS="tapir pasta" PASTA=/path/to/pasta benches/compare.sh
 #
 # Every run (one implementation, one MTU, one round) gets a fresh private "host" network
 # namespace (`unshare -nm` as root, `unshare -rnm` otherwise) with only `lo` up; the servers
 # listen on its 127.0.0.1, the guest is a nested network namespace, and the helper maps the
 # guest's 10.0.2.2 to that loopback. Nothing is sent outside namespaces this script creates.
 # Tapir runs also time a port forward through a second tapir started with --splice-forwards.
+# The pasta-mode suite (SUITES) runs tapir as `pasta` beside pasta, both with podman 5.4's
+# command line, in a private host namespace with a template veth and a "remote" namespace.
 # See benches/README.md for the workloads, the exact commands and how to read the output.
 set -euo pipefail
 
@@ -29,6 +32,7 @@ export READY_SAMPLES=${READY_SAMPLES:-9} # launches timed per run for launch -> 
 export LATENCY_TOOL=${LATENCY_TOOL:-auto} # auto (sockperf if installed) | sockperf | python3
 export FWD_SPLICE=${FWD_SPLICE:-1} # 1: tapir runs also measure a --splice-forwards port forward
 export IDLE_CONNS=${IDLE_CONNS:-1000} # idle guest connections held open during a second -R run (0: skip)
+export SUITES=${SUITES:-"main pasta-mode"} # main: slirp4netns command line; pasta-mode: podman's pasta one
 
 # Ports, all inside the private host namespace (or the guest's namespace for P_GUEST).
 P_G2H=5201       # host iperf3 server, guest -> host
@@ -42,14 +46,26 @@ P_LAT=11111      # host sockperf (or pingpong.py) server
 P_HTTP=18080     # host nginx
 GATEWAY=10.0.2.2 # guest's view of the host's 127.0.0.1
 
+# Pasta mode (suite pasta-mode): the template interface v0 in the private host namespace, its
+# peer v1 in a "remote" namespace, and podman 5.4's addresses.
+PM_HOST_ADDR=192.0.2.10   # v0, the template: the guest copies it
+PM_REMOTE_ADDR=192.0.2.1  # v1 in the remote namespace, the template's gateway
+PM_MAP_GUEST=169.254.1.2  # --map-guest-addr: the guest's way to the host's own address
+PM_DNS_FWD=169.254.1.1    # --dns-forward (not measured)
+P_PM_FWD=5301   # -t 127.0.0.1/5301-5301:5301-5301, guest iperf3 server on the same port
+P_PM_G2H=5302   # host iperf3 server on PM_HOST_ADDR, reached as PM_MAP_GUEST
+P_PM_G2R=5303   # remote iperf3 server, guest -> remote
+P_PM_R2G=5304   # remote iperf3 server, remote -> guest (-R)
+
 CLIENT_TIMEOUT=$((DURATION + 20))
 RUN_TIMEOUT=$((7 * (DURATION + 25) + 150))
+PM_RUN_TIMEOUT=$((4 * (DURATION + 25) + 60))
 
 die() { echo "compare.sh: $*" >&2; exit 1; }
 now_us() { local t=${EPOCHREALTIME/[.,]/}; echo "$t"; }
 
 usage() {
-    sed -n '2,12p' "$SELF" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$SELF" | sed 's/^# \{0,1\}//'
     exit 0
 }
 
@@ -61,6 +77,7 @@ W=""        # scratch dir (API socket, fifo, nginx config, guest netns bind moun
 OUT=""      # per-run results dir
 MF=""       # per-run metrics, one JSON object per line
 GUEST=""    # pid of the guest's `sleep`, whose netns is the guest
+REMOTE=""   # pasta mode: pid of the remote namespace's `sleep`
 HELPER=""   # pid of the stack process (tapir / slirp4netns / pasta)
 PIDS=()     # servers to stop
 HELPERS=()  # every helper started in this run (cleanup stops them all)
@@ -116,11 +133,13 @@ stop_bg() {
 
 NO_SERVER=""  # set when the server of the current workload did not start listening
 
-wait_listen() { # PORT [guest]   (the guest is $GUEST)
+wait_listen() { # PORT [guest|remote]   (the guest is $GUEST, the remote $REMOTE)
     local i out
     for ((i = 0; i < 100; i++)); do
         if [[ ${2:-} == guest ]]; then
             out=$(nsenter -t "$GUEST" -n -- ss -Hltn "sport = :$1" 2>/dev/null || true)
+        elif [[ ${2:-} == remote ]]; then
+            out=$(nsenter -t "$REMOTE" -n -- ss -Hltn "sport = :$1" 2>/dev/null || true)
         else
             out=$(ss -Hltn "sport = :$1" 2>/dev/null || true)
         fi
@@ -553,6 +572,159 @@ run_one() {
     fi
 }
 
+# ---------------------------------------------------------------------------------------------
+# One pasta-mode run, inside its own private host namespace: __pmrun IMPL MTU ROUND OUTDIR
+# IMPL is tapir (started through a symlink named pasta) or pasta; both get the same arguments.
+# ---------------------------------------------------------------------------------------------
+
+# A guest iperf3 client to a server at ADDR:PORT that runs WHERE (host or remote), recorded as
+# METRIC with the helper's CPU as PREFIX_cpu_pct and PREFIX_cpu_per_gbps.
+pm_iperf_out() { # METRIC PREFIX host|remote BIND_ADDR ADDR PORT [-R]
+    local metric=$1 prefix=$2 where=$3 bind=$4 addr=$5 port=$6 t0 t1
+    if [[ $where == remote ]]; then
+        start_bg "iperf3-server-$prefix" nsenter -t "$REMOTE" -n -- iperf3 -s -1 -B "$bind" -p "$port"
+    else
+        start_bg "iperf3-server-$prefix" iperf3 -s -1 -B "$bind" -p "$port"
+    fi
+    if [[ $where == remote ]]; then wait_listen "$port" remote || true; else wait_listen "$port" || true; fi
+    t0=$(tree_ticks)
+    measure_iperf "$metric" guest iperf3 -c "$addr" -p "$port" -t "$DURATION" ${7:+"$7"} -J --connect-timeout 5000
+    t1=$(tree_ticks)
+    stop_bg
+    pm_cpu_retrans "$prefix" "$metric" "$t0" "$t1"
+    hwm_mark "$prefix"
+}
+
+# record_cpu, and the sender's TCP retransmits of the iperf3 run METRIC; CPU per Gbit/s only
+# from 5 clock ticks on (a helper that moved almost nothing divides noise by almost nothing).
+pm_cpu_retrans() { # PREFIX METRIC TICKS_BEFORE TICKS_AFTER
+    local r
+    record_cpu "$@"
+    if [[ -n $3 && -n $4 ]] && (($4 - $3 < 5)); then
+        jq -c --arg m "${1}_cpu_per_gbps" 'if .metric == $m then .status = "skipped"
+               | .note = "under 5 clock ticks of CPU: too few to divide (was \(.value))" | .value = null
+               else . end' "$MF" >"$MF.tmp" && mv "$MF.tmp" "$MF"
+    fi
+    r=$(jq -r '.end.sum_sent.retransmits // empty' "$OUT/$2.out" 2>/dev/null || true)
+    [[ -n $r ]] && record "${1}_retrans" "$r" ok iperf3 "$2: .end.sum_sent.retransmits"
+    return 0
+}
+
+run_pasta_mode() {
+    local impl=$1 mtu=$2 round=$3 bin t0 t1 i peer
+    OUT=$4
+    MF="$OUT/metrics.jsonl"
+    : >"$MF"
+    trap cleanup_run EXIT
+    trap 'exit 143' TERM INT HUP
+    W=$(mktemp -d /tmp/tapir-bench-run.XXXXXX)
+    chmod 755 "$W"
+    ip link set lo up
+
+    # The template interface, as tests/pasta.rs builds it: v0 with an address and a default
+    # route in the private host namespace; its peer v1 (the gateway) in a remote namespace.
+    unshare -n sleep infinity &
+    REMOTE=$!
+    GUESTS+=("$REMOTE")
+    for ((i = 0; i < 100; i++)); do
+        [[ $(cat "/proc/$REMOTE/comm" 2>/dev/null) == sleep ]] && break
+        sleep 0.02
+    done
+    ip link add v0 type veth peer name v1
+    ip link set v1 netns "$REMOTE"
+    ip addr add "$PM_HOST_ADDR/24" dev v0
+    ip link set v0 up
+    ip route add default via "$PM_REMOTE_ADDR"
+    nsenter -t "$REMOTE" -n -- sh -c "ip link set lo up && ip addr add $PM_REMOTE_ADDR/24 dev v1 && ip link set v1 up"
+
+    start_guest "$W/guest.netns"
+
+    # podman 5.4's command line (tests/pasta.rs podman_argv, with one -t and no -u), plus -m
+    # at MTUs other than pasta's default.
+    local argv=(--config-net)
+    [[ $mtu == 65520 ]] || argv+=(-m "$mtu")
+    argv+=(-t "127.0.0.1/$P_PM_FWD-$P_PM_FWD:$P_PM_FWD-$P_PM_FWD" -u none -T none -U none
+        --dns-forward "$PM_DNS_FWD" --no-map-gw --quiet --netns "$W/guest.netns")
+    local map_guest=1
+    if [[ $impl == pasta && $PASTA_MAP_GUEST != 1 ]]; then
+        map_guest=0 # this pasta build predates --map-guest-addr
+    else
+        argv+=(--map-guest-addr "$PM_MAP_GUEST")
+    fi
+    argv+=(--pid "$W/pasta.pid")
+    if [[ $impl == tapir ]]; then
+        mkdir -p "$W/bin"
+        ln -s "$TAPIR" "$W/bin/pasta"
+        bin=$W/bin/pasta
+    else
+        bin=$PASTA
+    fi
+    local cmd="host\$ pasta ${argv[*]}"
+    # Both fork into the background once the namespace is configured: the foreground process
+    # exiting (status 0) is the ready signal, as podman waits for it.
+    t0=$(now_us)
+    if ! timeout 20 "$bin" "${argv[@]}" >"$OUT/helper.log" 2>&1; then
+        record ready_ms "" error "$impl" "$cmd" "failed (see helper.log)"
+        exit 0
+    fi
+    t1=$(now_us)
+    for ((i = 0; i < 40; i++)); do [[ -s $W/pasta.pid ]] && break; sleep 0.05; done
+    HELPER=$(cat "$W/pasta.pid" 2>/dev/null || true)
+    [[ -n $HELPER ]] || { record ready_ms "" error "$impl" "$cmd" "no pid file"; exit 0; }
+    HELPERS+=("$HELPER")
+    record ready_ms "$(((t1 - t0) / 1000)).$(printf '%03d' $(((t1 - t0) % 1000)))" ok ready "$cmd"
+    local gmtu
+    gmtu=$(nsenter -t "$GUEST" -n -- ip -o link show dev v0 2>/dev/null | grep -o 'mtu [0-9]*' | cut -d' ' -f2 || true)
+    record guest_mtu "$gmtu" "$([[ $gmtu == "$mtu" ]] && echo ok || echo error)" ip "guest\$ ip -o link show dev v0" \
+        "$([[ $gmtu == "$mtu" ]] || echo "expected $mtu")"
+
+    sleep 1
+    record rss_idle_kib "$(proc_kib VmRSS)" ok procfs "VmRSS of pid $HELPER, ready + 1 s"
+
+    # (1) host -> guest through -t, from a loopback client (both splice by default).
+    nsenter -t "$GUEST" -n -- iperf3 -s -1 -J -p "$P_PM_FWD" >"$OUT/iperf3-server-fwd.json" 2>>"$OUT/iperf3-server-fwd.log" &
+    PIDS+=($!)
+    wait_listen "$P_PM_FWD" guest || true
+    t0=$(tree_ticks)
+    measure_iperf fwd_bps host iperf3 -c 127.0.0.1 -p "$P_PM_FWD" -t "$DURATION" -J --connect-timeout 5000
+    t1=$(tree_ticks)
+    stop_bg
+    pm_cpu_retrans fwd fwd_bps "$t0" "$t1"
+    # Who the guest's server saw as its client (tapir: the guest's own address when spliced,
+    # the template's gateway through its stack; pasta 2023: 127.0.0.1 when spliced).
+    peer=$(jq -r '.start.connected[0].remote_host // empty' "$OUT/iperf3-server-fwd.json" 2>/dev/null || true)
+    record fwd_peer "" "$([[ -n $peer ]] && echo ok || echo error)" iperf3 \
+        "guest iperf3 server: .start.connected[0].remote_host" "${peer:-unknown}"
+    hwm_mark fwd
+
+    # (2) guest -> host's own address, through --map-guest-addr.
+    if ((map_guest)); then
+        pm_iperf_out g2h_bps g2h host "$PM_HOST_ADDR" "$PM_MAP_GUEST" "$P_PM_G2H"
+    else
+        record g2h_bps "" skipped iperf3 "" "$PASTA has no --map-guest-addr"
+    fi
+
+    # (3) guest -> remote and remote -> guest across the template interface: the proxy path.
+    pm_iperf_out g2r_bps g2r remote "$PM_REMOTE_ADDR" "$PM_REMOTE_ADDR" "$P_PM_G2R"
+    pm_iperf_out r2g_bps r2g remote "$PM_REMOTE_ADDR" "$PM_REMOTE_ADDR" "$P_PM_R2G" -R
+
+    if helper_alive; then
+        record rss_peak_kib "$(proc_kib VmHWM)" ok procfs "VmHWM of pid $HELPER at the end of the run"
+        local st
+        read -r -a st <"/proc/$HELPER/stat"
+        record cpu_s "$(awk -v u="${st[13]}" -v s="${st[14]}" -v hz="$(getconf CLK_TCK)" \
+            'BEGIN { printf "%.2f", (u + s) / hz }')" ok procfs "utime+stime of pid $HELPER, whole run"
+    else
+        record rss_peak_kib "" error procfs "VmHWM" "helper exited during the run"
+    fi
+}
+
+if [[ ${1:-} == __pmrun ]]; then
+    shift
+    run_pasta_mode "$@"
+    exit 0
+fi
+
 if [[ ${1:-} == __run ]]; then
     shift
     run_one "$@"
@@ -572,6 +744,9 @@ done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ $DURATION =~ ^[1-9][0-9]*$ ]] || die "DURATION must be a positive integer (seconds)"
 [[ $FWD_SPLICE == [01] ]] || die "FWD_SPLICE must be 0 or 1"
+for suite in $SUITES; do
+    [[ $suite == main || $suite == pasta-mode ]] || die "unknown suite '$suite' (main, pasta-mode)"
+done
 
 if [[ $(id -u) == 0 ]]; then
     OUTER=(unshare -nm)
@@ -582,6 +757,12 @@ else
 fi
 "${OUTER[@]}" true 2>/dev/null || die "'${OUTER[*]} true' failed: need root or unprivileged user namespaces"
 [[ -c /dev/net/tun ]] || die "/dev/net/tun is missing"
+# Pasta mode always runs in a user namespace (as podman's rootless pasta does): pasta run as
+# real root switches to user nobody, and podman's command line has no --runas.
+PM_OUTER=(unshare -rnm)
+if [[ " $SUITES " == *" pasta-mode "* ]]; then
+    "${PM_OUTER[@]}" true 2>/dev/null || die "'${PM_OUTER[*]} true' failed: the pasta-mode suite needs unprivileged user namespaces"
+fi
 
 if [[ ! -x $TAPIR ]] && [[ " $IMPLS " == *" tapir "* ]]; then
     [[ $TAPIR == "$TAPIR_DEFAULT" ]] || die "TAPIR=$TAPIR is not an executable"
@@ -597,9 +778,18 @@ impl_version() {
     slirp4netns)
         "$SLIRP4NETNS" --version 2>/dev/null | awk 'NR == 1 { v = $0 } /^libslirp/ { l = $0 } END { print v ", " l }' ;;
     pasta)
-        local v
-        v=$(dpkg-query -W -f '${Version}' passt 2>/dev/null || true)
-        echo "pasta ${v:-$("$PASTA" --version 2>/dev/null | head -1)}" ;;
+        # The first line of `$PASTA --version`, or its path when that is empty (pasta 2025
+        # prints nothing to a pipe); for a packaged build that calls itself "unknown version"
+        # (Debian 12's), also the version of the package that owns the file.
+        local v path pkg
+        path=$(command -v "$PASTA")
+        v=$("$PASTA" --version 2>/dev/null | head -1 || true)
+        if [[ -z $v ]]; then
+            v=$path
+        elif [[ $v == *unknown* ]] && pkg=$(dpkg -S "$path" 2>/dev/null | cut -d: -f1) && [[ -n $pkg ]]; then
+            v="$v ($pkg $(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null || true))"
+        fi
+        echo "$v" ;;
     esac
 }
 
@@ -620,6 +810,14 @@ for impl in $IMPLS; do
     fi
 done
 [[ ${#RUN_IMPLS[@]} -gt 0 ]] || die "no implementation to run"
+PM_IMPLS=()
+for impl in "${RUN_IMPLS[@]}"; do
+    [[ $impl == tapir || $impl == pasta ]] && PM_IMPLS+=("$impl")
+done
+export PASTA_MAP_GUEST=0
+if [[ " ${PM_IMPLS[*]} " == *" pasta "* ]] && "$PASTA" --help 2>&1 | grep -q -- --map-guest-addr; then
+    PASTA_MAP_GUEST=1
+fi
 
 RESULTS=${RESULTS:-/tmp/tapir-bench-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$RESULTS/runs"
@@ -636,46 +834,64 @@ on_signal() {
 }
 trap on_signal INT TERM
 
-COMMAND="$(for v in ROUNDS DURATION MTUS IMPLS READY_SAMPLES LATENCY_TOOL FWD_SPLICE; do printf "%s='%s' " "$v" "${!v}"; done)benches/compare.sh"
+COMMAND="$(for v in ROUNDS DURATION MTUS IMPLS READY_SAMPLES LATENCY_TOOL FWD_SPLICE SUITES; do printf "%s='%s' " "$v" "${!v}"; done)"
+[[ $PASTA == pasta ]] || COMMAND+="PASTA='$PASTA' "
+COMMAND+="benches/compare.sh"
 START=$(date +%s)
 {
     echo "results: $RESULTS"
     echo "command: $COMMAND ($MODE)"
     for impl in "${RUN_IMPLS[@]}"; do echo "$impl: ${VERSION[$impl]}"; done
+    echo "suites: $SUITES"
 } >&2
 
-n=${#RUN_IMPLS[@]}
-k=0
-for mtu in $MTUS; do
-    for ((round = 1; round <= ROUNDS; round++)); do
-        for ((j = 0; j < n; j++)); do
-            impl=${RUN_IMPLS[$(((j + k) % n))]}
-            out="$RESULTS/runs/mtu$mtu-r$round-$impl"
-            mkdir -p "$out"
-            : >"$out/metrics.jsonl"
-            started=$(date -Is)
-            load=$(cut -d' ' -f1 /proc/loadavg)
-            rc=0
-            timeout -k 10 "$RUN_TIMEOUT" "${OUTER[@]}" "$SELF" __run "$impl" "$mtu" "$round" "$out" \
-                >"$out/run.log" 2>&1 &
-            CHILD=$!
-            wait "$CHILD" || rc=$?
-            CHILD=""
-            jq -cs --arg impl "$impl" --argjson mtu "$mtu" --argjson round "$round" \
-                --arg started "$started" --arg version "${VERSION[$impl]}" --arg mode "$MODE" \
-                --argjson rc "$rc" --argjson load "$load" --argjson duration "$DURATION" \
-                '{impl: $impl, version: $version, mtu: $mtu, round: $round, mode: $mode,
-                  started: $started, loadavg1_at_start: $load, duration_s: $duration,
-                  run_exit_status: $rc,
-                  metrics: (map({key: .metric, value: (. | del(.metric))}) | from_entries)}' \
-                "$out/metrics.jsonl" >>"$JSONL"
-            tail -1 "$JSONL" | jq -r '"[\(now | strftime("%H:%M:%S"))] MTU \(.mtu) round \(.round) \(.impl) (exit \(.run_exit_status)): " +
-                ([.metrics | to_entries[] | select(.key | startswith("hwm_") | not) | "\(.key)=" +
-                  (if .value.status == "ok" then (.value.value | tostring) else .value.status end)] | join(" "))' >&2
+run_suite() { # SUITE IMPL...
+    local suite=$1 n k=0 mtu round j impl out started load rc sub prefix timeout_s mode outer
+    shift
+    local impls=("$@")
+    n=${#impls[@]}
+    ((n > 0)) || return 0
+    if [[ $suite == main ]]; then
+        sub=__run prefix="" timeout_s=$RUN_TIMEOUT mode=$MODE outer=("${OUTER[@]}")
+    else
+        sub=__pmrun prefix=pm- timeout_s=$PM_RUN_TIMEOUT mode=userns outer=("${PM_OUTER[@]}")
+    fi
+    for mtu in $MTUS; do
+        for ((round = 1; round <= ROUNDS; round++)); do
+            for ((j = 0; j < n; j++)); do
+                impl=${impls[$(((j + k) % n))]}
+                out="$RESULTS/runs/${prefix}mtu$mtu-r$round-$impl"
+                mkdir -p "$out"
+                : >"$out/metrics.jsonl"
+                started=$(date -Is)
+                load=$(cut -d' ' -f1 /proc/loadavg)
+                rc=0
+                timeout -k 10 "$timeout_s" "${outer[@]}" "$SELF" "$sub" "$impl" "$mtu" "$round" "$out" \
+                    >"$out/run.log" 2>&1 &
+                CHILD=$!
+                wait "$CHILD" || rc=$?
+                CHILD=""
+                jq -cs --arg impl "$impl" --argjson mtu "$mtu" --argjson round "$round" \
+                    --arg started "$started" --arg version "${VERSION[$impl]}" --arg mode "$mode" \
+                    --argjson rc "$rc" --argjson load "$load" --argjson duration "$DURATION" \
+                    --arg suite "$suite" \
+                    '{suite: $suite, impl: $impl, version: $version, mtu: $mtu, round: $round, mode: $mode,
+                      started: $started, loadavg1_at_start: $load, duration_s: $duration,
+                      run_exit_status: $rc,
+                      metrics: (map({key: .metric, value: (. | del(.metric))}) | from_entries)}' \
+                    "$out/metrics.jsonl" >>"$JSONL"
+                tail -1 "$JSONL" | jq -r '"[\(now | strftime("%H:%M:%S"))] \(.suite) MTU \(.mtu) round \(.round) \(.impl) (exit \(.run_exit_status)): " +
+                    ([.metrics | to_entries[] | select(.key | startswith("hwm_") | not) | "\(.key)=" +
+                      (if .value.status == "ok" then (.value.value | tostring) else .value.status end)
+                      + (if .key == "fwd_peer" then "(\(.value.note))" else "" end)] | join(" "))' >&2
+            done
+            k=$((k + 1))
         done
-        k=$((k + 1))
     done
-done
+}
+
+[[ " $SUITES " == *" main "* ]] && run_suite main "${RUN_IMPLS[@]}"
+[[ " $SUITES " == *" pasta-mode "* ]] && run_suite pasta-mode "${PM_IMPLS[@]}"
 END=$(date +%s)
 
 # ---------------------------------------------------------------------------------------------
@@ -691,7 +907,7 @@ summary() {
         "other work running at the same time makes every number noisier)."
     echo
     for impl in "${RUN_IMPLS[@]}"; do echo "- $impl: ${VERSION[$impl]}"; done
-    for mtu in $MTUS; do
+    [[ " $SUITES " == *" main "* ]] && for mtu in $MTUS; do
         echo
         echo "#### MTU $mtu (median of $ROUNDS rounds, ${DURATION} s per workload)"
         echo
@@ -707,7 +923,7 @@ summary() {
                   | "\($i)." + ("000000"[0:(d - ($f | length))]) + $f end end;
           def ratio(a; b): if a == null or b == null or b == 0 then "n/a" else (a / b) | fmt(2) end;
           ($impls | split(" ")) as $impls
-          | map(select(.mtu == $mtu)) as $runs
+          | map(select(.mtu == $mtu and (.suite // "main") == "main")) as $runs
           # median over the runs of implementation i that gave a number for metric k
           | def med($i; $k): [$runs[] | select(.impl == $i) | .metrics[$k]
                 | select(. != null and (.status == "ok" or .status == "stall") and .value != null)
@@ -777,6 +993,87 @@ summary() {
              else empty end)
         ' "$JSONL"
     done
+    [[ " $SUITES " == *" pasta-mode "* ]] && ((${#PM_IMPLS[@]} > 0)) && for mtu in $MTUS; do
+        echo
+        echo "#### Pasta mode, MTU $mtu (median of $ROUNDS rounds, ${DURATION} s per workload)"
+        echo
+        echo "Both started as \`pasta --config-net$([[ $mtu == 65520 ]] || echo " -m $mtu")" \
+            "-t 127.0.0.1/$P_PM_FWD-$P_PM_FWD:$P_PM_FWD-$P_PM_FWD -u none -T none -U none" \
+            "--dns-forward $PM_DNS_FWD --no-map-gw --quiet --netns FILE" \
+            "--map-guest-addr $PM_MAP_GUEST --pid FILE\`$([[ $PASTA_MAP_GUEST == 1 || " ${PM_IMPLS[*]} " != *" pasta "* ]] \
+                || echo " (pasta without \`--map-guest-addr\`: this build lacks it)")," \
+            "tapir through a symlink named pasta, in a user namespace; template v0 $PM_HOST_ADDR/24," \
+            "default via $PM_REMOTE_ADDR (the remote namespace)."
+        echo
+        jq -rs --argjson mtu "$mtu" --arg impls "${PM_IMPLS[*]}" '
+          def median: sort | if length == 0 then null
+            elif length % 2 == 1 then .[(length - 1) / 2]
+            else (.[length / 2 - 1] + .[length / 2]) / 2 end;
+          def fmt(d): if . == null then "n/a" else
+              ((. * pow(10; d)) | round) as $n
+              | if d == 0 then ($n | tostring)
+                else (($n / pow(10; d)) | floor) as $i
+                  | (($n - $i * pow(10; d)) | tostring) as $f
+                  | "\($i)." + ("000000"[0:(d - ($f | length))]) + $f end end;
+          def ratio(a; b): if a == null or b == null or b == 0 then "n/a"
+            else (a / b) | if . >= 100 then fmt(0) elif . >= 10 then fmt(1) else fmt(2) end end;
+          ($impls | split(" ")) as $impls
+          | map(select(.mtu == $mtu and .suite == "pasta-mode")) as $runs
+          | def med($i; $k): [$runs[] | select(.impl == $i) | .metrics[$k]
+                | select(. != null and (.status == "ok" or .status == "stall") and .value != null)
+                | .value] | median;
+          [ {k: "fwd_bps", l: "(1) iperf3 host→guest via `-t` from 127.0.0.1 (Gbit/s, ↑)", s: 1e-9, d: 2},
+            {k: "fwd_cpu_pct", l: "helper CPU during (1) (% of a core)", s: 1, d: 0},
+            {k: "fwd_cpu_per_gbps", l: "helper CPU per Gbit/s, (1) (% of a core, ↓)", s: 1, d: 1},
+            {k: "fwd_retrans", l: "TCP retransmits, (1) (iperf3 sender)", s: 1, d: 0, noratio: true},
+            {k: "g2h_bps", l: "(2) iperf3 guest→host via `--map-guest-addr` (Gbit/s, ↑)", s: 1e-9, d: 2},
+            {k: "g2h_cpu_pct", l: "helper CPU during (2) (% of a core)", s: 1, d: 0},
+            {k: "g2h_cpu_per_gbps", l: "helper CPU per Gbit/s, (2) (% of a core, ↓)", s: 1, d: 1},
+            {k: "g2h_retrans", l: "TCP retransmits, (2) (iperf3 sender)", s: 1, d: 0, noratio: true},
+            {k: "g2r_bps", l: "(3) iperf3 guest→remote across v0 (Gbit/s, ↑)", s: 1e-9, d: 2},
+            {k: "g2r_cpu_pct", l: "helper CPU during (3) (% of a core)", s: 1, d: 0},
+            {k: "g2r_cpu_per_gbps", l: "helper CPU per Gbit/s, (3) (% of a core, ↓)", s: 1, d: 1},
+            {k: "g2r_retrans", l: "TCP retransmits, (3) (iperf3 sender)", s: 1, d: 0, noratio: true},
+            {k: "r2g_bps", l: "(3R) iperf3 remote→guest across v0, -R (Gbit/s, ↑)", s: 1e-9, d: 2},
+            {k: "r2g_cpu_pct", l: "helper CPU during (3R) (% of a core)", s: 1, d: 0},
+            {k: "r2g_cpu_per_gbps", l: "helper CPU per Gbit/s, (3R) (% of a core, ↓)", s: 1, d: 1},
+            {k: "r2g_retrans", l: "TCP retransmits, (3R) (iperf3 sender)", s: 1, d: 0, noratio: true},
+            {k: "ready_ms", l: "launch → foreground exit (ms, ↓)", s: 1, d: 1},
+            {k: "rss_idle_kib", l: "idle RSS, ready + 1 s (MiB, ↓)", s: (1 / 1024), d: 1},
+            {k: "rss_peak_kib", l: "peak RSS, VmHWM (MiB, ↓)", s: (1 / 1024), d: 1},
+            {k: "cpu_s", l: "helper CPU time, whole run (s)", s: 1, d: 1} ] as $metrics
+          | (($impls | index("tapir")) != null and ($impls | index("pasta")) != null) as $both
+          | "| metric | " + ($impls | map(if . == "tapir" then "tapir as pasta" else . end) | join(" | ")) + " |"
+            + (if $both then " tapir/pasta |" else "" end),
+            "|---|" + ($impls | map("---:|") | join("")) + (if $both then "---:|" else "" end),
+            ($metrics[] as $m
+             | ($impls | map(. as $i
+                 | [$runs[] | select(.impl == $i) | .metrics[$m.k]] as $cells
+                 | {med: med($i; $m.k),
+                    n: ($runs | map(select(.impl == $i)) | length),
+                    stall: ([$cells[] | select(. != null and .status == "stall")] | length),
+                    skipped: ([$cells[] | select(. != null and .status == "skipped")] | length),
+                    err: ([$cells[] | select(. == null or .status == "error")] | length)})) as $cols
+             | [$m.l]
+               + ($cols | map(
+                   if .skipped == .n and .n > 0 then "—"
+                   else (if .med == null then "n/a" else (.med * $m.s | fmt($m.d)) end)
+                     + (if .stall > 0 then " (\(.stall)/\(.n) stalled)" else "" end)
+                     + (if .err > 0 then " (\(.err)/\(.n) failed)" else "" end) end))
+               + (if $both then [if $m.noratio then "—" else ratio(med("tapir"; $m.k); med("pasta"; $m.k)) end]
+                  else [] end)
+             | "| " + join(" | ") + " |"),
+            "",
+            "A CPU per Gbit/s cell reads — when the helper used under 5 clock ticks during that"
+            + " workload in every round (too little to divide by).",
+            "The guest'"'"'s iperf3 server saw the client of (1) as: "
+            + ($impls | map(. as $i | "\($i): "
+                + ([$runs[] | select(.impl == $i) | .metrics.fwd_peer.note // "?"] | unique | join(", ")))
+               | join("; "))
+            + " (tapir: the guest'"'"'s own address when spliced, the template'"'"'s gateway through its stack)."
+        ' "$JSONL"
+    done
+    return 0
 }
 
 summary | tee "$RESULTS/summary.md"
