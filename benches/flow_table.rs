@@ -43,6 +43,8 @@ fn entry(key: Key) -> Entry {
         state: State::Connecting,
         bytes_out: 0,
         bytes_in: 0,
+        packets_out: 0,
+        packets_in: 0,
         created_ms: 0,
         active_ms: 0,
     }

@@ -14,6 +14,8 @@ use crate::cli::CtlAction;
 use crate::config::forward::{parse_publish, Proto};
 use crate::config::Network;
 
+pub mod conntrack;
+
 /// How long to wait for the server's reply.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -22,6 +24,8 @@ pub fn request(action: &CtlAction) -> Result<String, String> {
     Ok(match action {
         CtlAction::List => r#"{"execute":"list_hostfwd"}"#.to_owned(),
         CtlAction::Info => r#"{"execute":"get_info"}"#.to_owned(),
+        CtlAction::Conntrack(o) => conntrack::request(o),
+        CtlAction::Stats(_) => r#"{"execute":"get_stats"}"#.to_owned(),
         CtlAction::Remove(id) => {
             serde_json::json!({"execute": "remove_hostfwd", "arguments": {"id": id}}).to_string()
         }
@@ -59,6 +63,11 @@ pub fn call(socket: &Path, request: &str) -> Result<String, String> {
 
 /// Run `tapir ctl`; returns the exit status.
 pub fn run(socket: &Path, action: &CtlAction) -> i32 {
+    match action {
+        CtlAction::Conntrack(o) => return conntrack::run(socket, o),
+        CtlAction::Stats(prometheus) => return conntrack::run_stats(socket, *prometheus),
+        _ => {}
+    }
     let result = request(action).and_then(|req| call(socket, &req));
     match result {
         Ok(reply) => {

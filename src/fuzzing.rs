@@ -348,7 +348,7 @@ impl Harness {
 
     /// A frame read from the tap, as `Runtime::read_tap_batch` handles it.
     fn deliver(&mut self, frame: &[u8]) {
-        self.stack.device.count_rx();
+        self.stack.device.count_rx(frame.len());
         let mut buf = self.stack.device.rx_buffer();
         let cap = self.stack.device.rx_capacity();
         // The tap never returns more than a buffer holds.
@@ -717,6 +717,8 @@ pub fn api_request(data: &[u8]) {
     };
     let mut forwards = ForwardTable::new();
     let info = || serde_json::json!({ "flows": { "tcp": 0 } });
+    let table = crate::nat::Table::new();
+    let stats = crate::stats::Stats::default;
     for (i, req) in data
         .split(|&b| b == 0xff)
         .take(MAX_API_REQUESTS)
@@ -736,6 +738,9 @@ pub fn api_request(data: &[u8]) {
             default_guest: Network::default().guest(),
             info: &info,
             removed: Vec::new(),
+            table: &table,
+            now_ms,
+            stats: &stats,
         };
         for slot in 0..crate::api::MAX_CONNECTIONS {
             server.on_conn(slot, &mut h);

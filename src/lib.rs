@@ -37,4 +37,5 @@ pub mod nat;
 pub mod proxy;
 pub mod runtime;
 pub mod stack;
+pub mod stats;
 pub mod sys;

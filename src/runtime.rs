@@ -617,6 +617,12 @@ impl<'c> Runtime<'c> {
         // descriptors is tried again.
         let mut api_due = None;
         if let Some(api) = self.api.as_mut() {
+            // New and closed flows for `watch_flows` (journaled only while someone watches).
+            self.proxy.set_flow_journal(api.watchers() > 0);
+            let (events, lost) = self.proxy.take_flow_events();
+            if !events.is_empty() || lost > 0 {
+                api.publish(&events, lost, now_ms);
+            }
             api_due = api.due();
             if api_due.is_some_and(|t| t <= now_ms) {
                 api_due = api.on_timer(self.poll.registry(), now_ms);
@@ -667,7 +673,7 @@ impl<'c> Runtime<'c> {
         let Some(server) = self.api.as_mut() else {
             return;
         };
-        let (proxy, device) = (&self.proxy, &self.stack.device);
+        let (proxy, device, vhost) = (&self.proxy, &self.stack.device, &self.stack.vhost);
         // Built only for get_info.
         let info = || {
             let d = device.counters();
@@ -688,12 +694,31 @@ impl<'c> Runtime<'c> {
             });
             v
         };
+        // Built only for get_stats.
+        let uptime_ms = now_ms;
+        let stats = || {
+            let mut s = crate::stats::Stats {
+                uptime_ms,
+                ..Default::default()
+            };
+            proxy.fill_stats(&mut s);
+            let d = device.counters();
+            (s.frames_from_guest, s.frames_to_guest) = (d.rx_frames, d.tx_frames);
+            (s.bytes_from_guest, s.bytes_to_guest) = (d.rx_bytes, d.tx_bytes);
+            s.drops.insert("to_guest".to_owned(), d.tx_dropped);
+            s.drops
+                .insert("malformed".to_owned(), vhost.counters().malformed);
+            s
+        };
         let mut h = api::Handler {
             forwards: &mut self.forwards,
             registry: self.poll.registry(),
             default_guest: self.cfg.net.guest(),
             info: &info,
             removed: Vec::new(),
+            table: proxy.table(),
+            now_ms,
+            stats: &stats,
         };
         server.on_conn(slot, &mut h);
         for fid in std::mem::take(&mut h.removed) {
@@ -725,11 +750,11 @@ impl<'c> Runtime<'c> {
                     return Err(self.tap_gone(io::ErrorKind::UnexpectedEof.into()));
                 }
                 Ok(_) if buf.is_empty() => {
-                    self.stack.device.count_rx();
+                    self.stack.device.count_rx(0);
                     self.stack.device.recycle_rx(buf);
                 }
                 Ok(_) => {
-                    self.stack.device.count_rx();
+                    self.stack.device.count_rx(buf.len());
                     let now = self.now();
                     if self.stack.filter_guest_frame(&mut buf, now) {
                         self.proxy.on_guest_frame(

@@ -18,13 +18,22 @@
 //! connection is dropped to make room, so a flood of idle clients cannot lock out a real one.
 //! A client that sends nothing before its deadline is closed without a reply.
 //!
-//! The server calls only the [`ForwardTable`] (to add, list, remove forwards); it never touches
-//! the data plane. The socket file is removed when the server is dropped (clean exit, including
+//! Two tapir extensions keep a connection longer ([`flows`], [`outbox`]): a reply larger than
+//! the socket buffer (`list_flows`) is written as the client reads it, within the request
+//! deadline; a `watch_flows` subscriber gets `{"return":{}}` and then one JSON event per line
+//! ([`Server::publish`]) until it closes or shuts down its writing side. Each subscriber's
+//! unsent events are bounded ([`WATCH_BACKLOG`]): one that does not read is dropped, its
+//! events discarded, so subscribers never slow the data path. At most [`MAX_WATCHERS`] exist.
+//!
+//! The server calls only the [`ForwardTable`] (to add, list, remove forwards) and reads the
+//! flow table and counters it is handed; it never touches the data plane. The socket file is removed when the server is dropped (clean exit, including
 //! SIGTERM), unlike slirp4netns, which leaves it behind on a signal.
 
+pub mod flows;
+pub mod outbox;
 pub mod proto;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -36,6 +45,8 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 
 use crate::forward::{AddError, ForwardTable};
+use crate::nat::journal::Event;
+use outbox::Outbox;
 use proto::{ApiError, Request};
 
 /// First mio token value used for API connections (the listener has its own runtime token).
@@ -49,6 +60,16 @@ pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): the listener's edge was spent, so without a retry
 /// a client already in the backlog would wait for the next client to arrive.
 pub const ACCEPT_RETRY_MS: u64 = 250;
+/// `watch_flows` subscribers at once. Each costs a connection slot and up to
+/// [`WATCH_BACKLOG`] bytes; a handful of dashboards or `tapir ctl --watch` sessions is the use.
+pub const MAX_WATCHERS: usize = 8;
+/// Unsent event bytes one subscriber may have (beyond what its socket buffer holds, about
+/// 200 KiB on Linux) before it is dropped: about a thousand events, enough to ride out a burst
+/// while the client is scheduled, small enough that a client that never reads costs little.
+pub const WATCH_BACKLOG: usize = 256 * 1024;
+/// Unsent reply bytes all connections together may hold; a `list_flows` that would pass it is
+/// answered `too busy`. A full table renders to under 2 MiB, so several clients fit.
+pub const MAX_PENDING_OUTPUT: usize = 16 * 1024 * 1024;
 
 /// Whether an accept() error means "out of descriptors or memory": worth retrying later.
 pub fn accept_starved(e: &io::Error) -> bool {
@@ -87,6 +108,10 @@ struct Conn {
     buf: Vec<u8>,
     deadline_ms: u64,
     opened_ms: u64,
+    /// Output still to write (a reply being written, or a subscriber's events).
+    out: Option<Outbox>,
+    /// A `watch_flows` subscriber with this filter.
+    watch: Option<flows::Filter>,
 }
 
 /// What the server needs from the rest of tapir to answer requests.
@@ -101,6 +126,13 @@ pub struct Handler<'a> {
     pub info: &'a dyn Fn() -> serde_json::Value,
     /// Forwards removed by this request (the caller drops their UDP sessions).
     pub removed: Vec<u64>,
+    /// The flow table, for `list_flows`.
+    pub table: &'a crate::nat::Table,
+    /// Runtime clock, milliseconds (flow ages).
+    pub now_ms: u64,
+    /// Statistics for `get_stats` (called only for that request; the API's own counters are
+    /// filled in here).
+    pub stats: &'a dyn Fn() -> crate::stats::Stats,
 }
 
 /// The API server.
@@ -227,12 +259,109 @@ impl Server {
             buf: Vec::new(),
             deadline_ms,
             opened_ms: now_ms,
+            out: None,
+            watch: None,
         });
         self.due_ms = Some(self.due_ms.map_or(deadline_ms, |t| t.min(deadline_ms)));
     }
 
-    /// Connection `slot` is readable: read, and answer once the request is complete.
+    /// `watch_flows` subscribers connected.
+    pub fn watchers(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| c.watch.is_some())
+            .count()
+    }
+
+    fn pending_output(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.out.as_ref())
+            .map(Outbox::pending)
+            .sum()
+    }
+
+    /// Give flow events (and the number the journal lost) to every subscriber whose filter
+    /// they pass. A subscriber whose backlog would pass [`WATCH_BACKLOG`], or whose socket
+    /// fails, is dropped. Never blocks.
+    pub fn publish(&mut self, events: &[Event], lost: u64, now_ms: u64) {
+        for c in self.conns.iter_mut() {
+            let Some(conn) = c.as_mut() else { continue };
+            let (Some(filter), Some(out)) = (conn.watch.as_ref(), conn.out.as_mut()) else {
+                continue;
+            };
+            let mut fits = lost == 0 || out.push(flows::render_lost(lost).as_bytes());
+            for ev in events {
+                if !fits {
+                    break;
+                }
+                if let Some(line) = flows::render_event(ev, filter, now_ms) {
+                    fits = out.push(line.as_bytes());
+                }
+            }
+            if !fits {
+                debug!("api: a flow watcher does not keep up; dropping it");
+                *c = None;
+                continue;
+            }
+            if let Err(e) = out.flush(&mut conn.stream) {
+                debug!("api: watcher write: {e}");
+                *c = None;
+            }
+        }
+    }
+
+    /// A connection with output in progress had an event: write more, read (and ignore) what
+    /// the client sends. A reply finished is closed; a subscriber that shut down its writing
+    /// side or failed is dropped.
+    fn on_stream(&mut self, slot: usize) {
+        let Some(Some(conn)) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let mut gone = false;
+        let mut scratch = [0u8; 512];
+        loop {
+            match conn.stream.read(&mut scratch) {
+                Ok(0) => {
+                    gone = conn.watch.is_some();
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        let done = match conn.out.as_mut().map(|o| o.flush(&mut conn.stream)) {
+            Some(Ok(all)) => all && conn.watch.is_none(),
+            Some(Err(e)) => {
+                debug!("api: write: {e}");
+                true
+            }
+            None => true,
+        };
+        if gone || done {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+            self.conns[slot] = None;
+        }
+    }
+
+    /// Connection `slot` had an event: read, and answer once the request is complete.
     pub fn on_conn(&mut self, slot: usize, h: &mut Handler<'_>) {
+        if self
+            .conns
+            .get(slot)
+            .is_some_and(|c| c.as_ref().is_some_and(|c| c.out.is_some()))
+        {
+            return self.on_stream(slot);
+        }
+        let watchers = self.watchers();
+        let pending = self.pending_output();
         let Some(Some(conn)) = self.conns.get_mut(slot) else {
             return;
         };
@@ -262,23 +391,56 @@ impl Server {
         if !(eof || full || complete_json(&conn.buf)) {
             return; // wait for more
         }
-        let reply = if full {
+        let (mut reply, mut watch) = if full {
             debug!(
                 "api_handler: too large message (>= {} bytes)",
                 proto::MAX_REQUEST
             );
-            proto::render_error(&ApiError::TooLarge)
+            (proto::render_error(&ApiError::TooLarge), None)
         } else {
             debug!(
                 "api_handler: got request: {}",
                 String::from_utf8_lossy(&conn.buf)
             );
-            answer(&conn.buf, h, self.requests)
+            answer(&conn.buf, h, self.requests, watchers)
         };
         self.requests += 1;
-        // One write: the reply is far smaller than a socket buffer.
-        if let Err(e) = conn.stream.write_all(reply.as_bytes()) {
-            debug!("api: write: {e}");
+        if watch.is_some() && watchers >= MAX_WATCHERS
+            || watch.is_none() && pending + reply.len() > MAX_PENDING_OUTPUT
+        {
+            (reply, watch) = (proto::render_error(&ApiError::Busy), None);
+        }
+        // A short reply goes in one write (podman reads once); a longer one, or a subscription,
+        // keeps the connection until written, watching for room to write.
+        let mut out = Outbox::new(match watch {
+            Some(_) => WATCH_BACKLOG.max(reply.len()),
+            None => reply.len(),
+        });
+        out.push(reply.as_bytes());
+        match out.flush(&mut conn.stream) {
+            Ok(true) if watch.is_none() => {}
+            Ok(_) => {
+                let rereg = h.registry.reregister(
+                    &mut SourceFd(&conn.stream.as_raw_fd()),
+                    conn_token(slot),
+                    Interest::READABLE | Interest::WRITABLE,
+                );
+                if rereg.is_ok() {
+                    conn.out = Some(out);
+                    if watch.is_some() {
+                        conn.deadline_ms = u64::MAX;
+                        conn.watch = watch;
+                    } else {
+                        conn.deadline_ms = h.now_ms + REQUEST_TIMEOUT_MS;
+                        self.due_ms = Some(
+                            self.due_ms
+                                .map_or(conn.deadline_ms, |t| t.min(conn.deadline_ms)),
+                        );
+                    }
+                    return;
+                }
+            }
+            Err(e) => debug!("api: write: {e}"),
         }
         let _ = conn.stream.shutdown(std::net::Shutdown::Both);
         self.conns[slot] = None;
@@ -292,11 +454,17 @@ impl Server {
         }
         for c in self.conns.iter_mut() {
             if c.as_ref().is_some_and(|c| c.deadline_ms <= now_ms) {
-                debug!("api: client sent no complete request in time; closing");
+                debug!("api: client sent no complete request or read no reply in time; closing");
                 *c = None;
             }
         }
-        let conns = self.conns.iter().flatten().map(|c| c.deadline_ms).min();
+        let conns = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| c.deadline_ms)
+            .filter(|&t| t != u64::MAX)
+            .min();
         self.due_ms = match (conns, self.accept_retry_ms) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -330,13 +498,19 @@ fn complete_json(buf: &[u8]) -> bool {
     }
 }
 
-/// Perform one request and render the reply.
-fn answer(bytes: &[u8], h: &mut Handler<'_>, requests: u64) -> String {
+/// Perform one request: the reply, and for `watch_flows` the subscriber's filter.
+fn answer(
+    bytes: &[u8],
+    h: &mut Handler<'_>,
+    requests: u64,
+    watchers: usize,
+) -> (String, Option<flows::Filter>) {
     let req = match proto::parse_request(bytes, h.default_guest) {
+        Ok(Request::WatchFlows(f)) => return (r#"{"return":{}}"#.to_owned() + "\n", Some(f)),
         Ok(r) => r,
-        Err(e) => return proto::render_error(&e),
+        Err(e) => return (proto::render_error(&e), None),
     };
-    match req {
+    let reply = match req {
         Request::AddHostfwd(spec) => match h.forwards.add(spec, h.registry) {
             Ok(id) => {
                 info!("forward {id}: {spec}");
@@ -362,7 +536,16 @@ fn answer(bytes: &[u8], h: &mut Handler<'_>, requests: u64) -> String {
             v["api_requests"] = serde_json::json!(requests);
             proto::render_info(&v)
         }
-    }
+        Request::ListFlows(f) => flows::render_list(h.table, &f, h.now_ms),
+        Request::GetStats => {
+            let mut s = (h.stats)();
+            s.api_requests = requests;
+            s.watchers = watchers as u64;
+            proto::render_info(&serde_json::to_value(&s).unwrap_or_default())
+        }
+        Request::WatchFlows(_) => proto::render_error(&ApiError::UnknownExecute),
+    };
+    (reply, None)
 }
 
 #[cfg(test)]

@@ -32,7 +32,8 @@
 //!   takes the default);
 //! - a `remove_hostfwd` id must be a number that truncates to at least 1.
 //!
-//! `get_info` is a tapir extension (no arguments); the caller supplies the counters.
+//! `get_info`, `get_stats`, `list_flows` and `watch_flows` are tapir extensions; the caller
+//! supplies counters and flows, and `super::flows` parses the flow filters.
 //! Errors that only the forward table can detect (an id that does not exist, a failed bind)
 //! are [`ApiError`] variants too, so every reply string is spelled in this one place.
 
@@ -60,6 +61,12 @@ pub enum Request {
     RemoveHostfwd(u64),
     /// `get_info` (tapir extension): report counters.
     GetInfo,
+    /// `list_flows` (tapir extension): the flow table, filtered ([`super::flows`]).
+    ListFlows(super::flows::Filter),
+    /// `watch_flows` (tapir extension): stream new and closed flows, filtered.
+    WatchFlows(super::flows::Filter),
+    /// `get_stats` (tapir extension): the statistics ([`crate::stats::Stats`]).
+    GetStats,
 }
 
 /// Everything that makes the API answer with an error. `Display` is slirp4netns's `desc` string,
@@ -105,6 +112,13 @@ pub enum ApiError {
     /// `remove_hostfwd`: the forward exists but could not be torn down.
     #[error("bad request: remove_hostfwd: slirp_remove_hostfwd failed")]
     RemoveFailed,
+    /// `list_flows`/`watch_flows`: a filter argument is not a string of the right kind.
+    #[error("bad request: flows: bad arguments.{0}")]
+    BadFilter(&'static str),
+    /// `list_flows`/`watch_flows`: the server holds too much unsent output, or has
+    /// [`super::MAX_WATCHERS`] watchers already; try again later.
+    #[error("bad request: flows: too busy")]
+    Busy,
 }
 
 /// Parse one request (the bytes of one `read()`), with `default_guest` (N+100) as the guest
@@ -129,6 +143,9 @@ pub fn parse_request(bytes: &[u8], default_guest: Ipv4Addr) -> Result<Request, A
         "list_hostfwd" => Ok(Request::ListHostfwd),
         "remove_hostfwd" => parse_id(args.get("id")).map(Request::RemoveHostfwd),
         "get_info" => Ok(Request::GetInfo),
+        "list_flows" => super::flows::parse_filter(args).map(Request::ListFlows),
+        "watch_flows" => super::flows::parse_filter(args).map(Request::WatchFlows),
+        "get_stats" => Ok(Request::GetStats),
         _ => Err(ApiError::UnknownExecute),
     }
 }
@@ -557,6 +574,22 @@ mod tests {
             Ok(Request::ListHostfwd)
         );
         assert_eq!(parse(r#"{"execute":"get_info"}"#), Ok(Request::GetInfo));
+        assert_eq!(parse(r#"{"execute":"get_stats"}"#), Ok(Request::GetStats));
+        assert_eq!(
+            parse(r#"{"execute":"list_flows","arguments":{"proto":"udp"}}"#),
+            Ok(Request::ListFlows(super::super::flows::Filter {
+                proto: Some(crate::nat::Proto::Udp),
+                ..Default::default()
+            }))
+        );
+        assert_eq!(
+            parse(r#"{"execute":"watch_flows"}"#),
+            Ok(Request::WatchFlows(Default::default()))
+        );
+        assert_eq!(
+            render_error(&ApiError::BadFilter("state")),
+            r#"{"error":{"desc":"bad request: flows: bad arguments.state"}}"#
+        );
     }
 
     #[test]

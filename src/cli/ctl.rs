@@ -3,7 +3,8 @@
 //! # Theory of operation
 //!
 //! Selected when argv\[1\] is exactly `ctl`. No getopt here: the words after `ctl` are matched
-//! as a whole (`SOCKET list`, `SOCKET add SPEC`, `SOCKET remove ID`, `SOCKET info`), and
+//! as a whole (`SOCKET list`, `SOCKET add SPEC`, `SOCKET remove ID`, `SOCKET info`; the options
+//! of `SOCKET conntrack ...` and `SOCKET stats ...` in [`conntrack`]), and
 //! `-h`/`--help` as the first word asks for [`ctl_usage`]. The action is carried out by
 //! `crate::ctl`; this module only recognises it.
 
@@ -11,6 +12,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use super::{CliError, Command};
+
+pub mod conntrack;
+pub use conntrack::ConntrackOpts;
 
 /// Actions of `tapir ctl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +27,10 @@ pub enum CtlAction {
     Remove(u64),
     /// `info`: counters.
     Info,
+    /// `conntrack [OPTIONS]`: the flow table, or (`--watch`) its new and closed flows.
+    Conntrack(ConntrackOpts),
+    /// `stats [--prometheus]`: statistics, as JSON or (true) Prometheus text.
+    Stats(bool),
 }
 
 /// Usage of `tapir ctl`.
@@ -32,6 +40,8 @@ pub fn ctl_usage(argv0: &str) -> String {
          \x20      {argv0} ctl SOCKET add [HOST_ADDR:]HOST_PORT:GUEST_PORT[/udp]\n\
          \x20      {argv0} ctl SOCKET remove ID\n\
          \x20      {argv0} ctl SOCKET info\n\
+         \x20      {argv0} ctl SOCKET conntrack [-p PROTO] [--addr ADDR] [--dst ADDR] [--state STATE] [-o json] [--watch]\n\
+         \x20      {argv0} ctl SOCKET stats [--prometheus | -o json]\n\
          Talk to the API socket (--api-socket) of a running tapir or slirp4netns and print the\n\
          JSON reply. Exit status 1 if the reply is an error.\n"
     )
@@ -55,6 +65,8 @@ pub(super) fn parse_ctl(args: &[OsString]) -> Result<Command, CliError> {
     let action = match words.get(1..).unwrap_or_default() {
         ["list"] => CtlAction::List,
         ["info"] => CtlAction::Info,
+        ["conntrack", rest @ ..] => CtlAction::Conntrack(conntrack::parse_conntrack(rest)?),
+        ["stats", rest @ ..] => CtlAction::Stats(conntrack::parse_stats(rest)?),
         ["add", spec] => CtlAction::Add((*spec).to_owned()),
         ["remove", id] => CtlAction::Remove(
             id.parse()

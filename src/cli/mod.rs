@@ -38,7 +38,7 @@ mod pasta;
 mod run;
 mod slirp4netns;
 
-pub use ctl::{ctl_usage, is_ctl, CtlAction};
+pub use ctl::{ctl_usage, is_ctl, ConntrackOpts, CtlAction};
 pub use pasta::{is_pasta, pasta_usage, pasta_version};
 pub use run::{is_run, run_usage};
 

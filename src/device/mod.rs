@@ -85,6 +85,10 @@ pub struct Counters {
     pub rx_frames: u64,
     /// Frames written to the guest.
     pub tx_frames: u64,
+    /// Bytes of the frames read from the guest (without the `virtio_net_hdr`).
+    pub rx_bytes: u64,
+    /// Bytes of the frames written to the guest (without the `virtio_net_hdr`).
+    pub tx_bytes: u64,
     /// Frames for the guest dropped because the transmit queue was full.
     pub tx_dropped: u64,
     /// Times a tap write would have blocked (frames were kept and retried).
@@ -210,9 +214,10 @@ impl Queues {
         recycle(&mut self.rx_pool, buf);
     }
 
-    /// Count one frame read from the guest (whoever ends up handling it).
-    pub fn count_rx(&mut self) {
+    /// Count one frame of `len` bytes read from the guest (whoever ends up handling it).
+    pub fn count_rx(&mut self, len: usize) {
         self.counters.rx_frames += 1;
+        self.counters.rx_bytes += len as u64;
     }
 
     /// Queue a frame from the guest for the stack.
@@ -270,6 +275,7 @@ impl Queues {
             match write(&hdr[..hdr_len], frame.bytes()) {
                 Ok(_) => {
                     self.counters.tx_frames += 1;
+                    self.counters.tx_bytes += frame.len as u64;
                     if let Some(f) = self.tx.queue.pop_front() {
                         recycle(&mut self.tx.pool, f.buf);
                     }
@@ -310,6 +316,7 @@ impl Queues {
         } = self.tx.queue.pop_front()?;
         f.truncate(len);
         self.counters.tx_frames += 1;
+        self.counters.tx_bytes += len as u64;
         if h.flags & vnet::F_NEEDS_CSUM != 0 {
             let _ = vnet::complete_checksum(&mut f, &h);
         }

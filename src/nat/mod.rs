@@ -34,6 +34,7 @@
 //!
 //! This module is pure data: no file descriptors, no smoltcp sockets, no clock reads.
 
+pub mod journal;
 pub mod resolv;
 
 use std::collections::{BTreeSet, HashMap};
@@ -178,6 +179,11 @@ pub struct Entry {
     pub bytes_out: u64,
     /// Bytes host -> guest.
     pub bytes_in: u64,
+    /// Packets guest -> host: datagrams for UDP and ICMP, guest segments for TCP (spliced
+    /// flows never see packets and stay at 0).
+    pub packets_out: u64,
+    /// Packets host -> guest (datagrams, or TCP segments sent to the guest).
+    pub packets_in: u64,
     /// Creation time (milliseconds on the runtime clock).
     pub created_ms: u64,
     /// Last activity (milliseconds on the runtime clock).
@@ -218,6 +224,8 @@ pub struct Table {
     /// Local ports of the UDP flows' host sockets (with how many flows hold each: sockets of
     /// both families may share one), so the guest cannot address tapir's own sockets.
     udp_ports: HashMap<u16, usize>,
+    /// New and closed flows for `watch_flows` (records only while enabled).
+    journal: journal::Journal,
 }
 
 fn proto_index(p: Proto) -> usize {
@@ -267,17 +275,33 @@ impl Table {
             }
         };
         self.map.insert(key, id);
-        if let Some(e) = self.get(id) {
+        if let Some(e) = self.slots.get(id).and_then(Option::as_ref) {
             if !e.confirmed() {
                 self.unconfirmed[i].insert((e.created_ms, id));
             }
+            self.journal.record(|| journal::Event::New(id, e.clone()));
         }
         Ok(id)
     }
 
-    /// Remove a flow, returning it.
+    /// Remove a flow whose setup failed, returning it.
     pub fn remove(&mut self, id: FlowId) -> Option<Entry> {
+        self.remove_because(id, journal::CloseReason::SetupFailed)
+    }
+
+    /// Remove a flow for `reason`, returning it. A TCP flow that ends [`journal::CloseReason::Done`]
+    /// while still connecting is journaled as [`journal::CloseReason::ConnectFailed`].
+    pub fn remove_because(&mut self, id: FlowId, reason: journal::CloseReason) -> Option<Entry> {
         let e = self.slots.get_mut(id)?.take()?;
+        self.journal.record(|| {
+            let reason = match (e.key.proto, e.state, reason) {
+                (Proto::Tcp, State::Connecting, journal::CloseReason::Done) => {
+                    journal::CloseReason::ConnectFailed
+                }
+                _ => reason,
+            };
+            journal::Event::Closed(id, e.clone(), reason)
+        });
         self.map.remove(&e.key);
         let i = proto_index(e.key.proto);
         self.counts[i] -= 1;
@@ -377,6 +401,11 @@ impl Table {
         let was = e.confirmed();
         e.bytes_out += out;
         e.bytes_in += inn;
+        if e.key.proto != Proto::Tcp {
+            // One call per datagram; TCP counts segments apart (`count_packets`).
+            e.packets_out += u64::from(out > 0);
+            e.packets_in += u64::from(inn > 0);
+        }
         if out + inn > 0 {
             e.active_ms = now_ms;
         }
@@ -384,6 +413,20 @@ impl Table {
             let (created, i) = (e.created_ms, proto_index(e.key.proto));
             self.unconfirmed[i].remove(&(created, id));
         }
+    }
+
+    /// Count packets of flow `id` (guest -> host, host -> guest) that [`Table::account`] does
+    /// not see: TCP segments. Unknown ids are ignored.
+    pub fn count_packets(&mut self, id: FlowId, out: u64, inn: u64) {
+        if let Some(e) = self.slots.get_mut(id).and_then(Option::as_mut) {
+            e.packets_out += out;
+            e.packets_in += inn;
+        }
+    }
+
+    /// The new/closed flow journal (see [`journal`]).
+    pub fn journal_mut(&mut self) -> &mut journal::Journal {
+        &mut self.journal
     }
 
     /// Number of live flows.
@@ -747,6 +790,8 @@ mod tests {
             state: State::Active,
             bytes_out: 0,
             bytes_in: 0,
+            packets_out: 0,
+            packets_in: 0,
             created_ms: 0,
             active_ms: 0,
         }
@@ -1140,6 +1185,42 @@ mod tests {
         assert!(t.is_own_udp_port(40002));
         t.remove(b);
         assert!(!t.is_own_udp_port(40002));
+    }
+
+    #[test]
+    fn packets_and_journal() {
+        let mut t = Table::new();
+        let u = t.insert(entry(Key::udp(sa("10.0.2.100:5000")))).unwrap();
+        t.journal_mut().set_enabled(true);
+        let mut c = entry(Key::tcp(sa("10.0.2.100:1"), sa("198.51.100.1:80")));
+        c.state = State::Connecting;
+        let c = t.insert(c).unwrap();
+        t.account(u, 100, 0, 5);
+        t.account(u, 0, 30, 6);
+        t.account(c, 1000, 0, 6);
+        t.count_packets(c, 2, 1);
+        let e = t.get(u).unwrap();
+        assert_eq!((e.packets_out, e.packets_in), (1, 1));
+        let e = t.get(c).unwrap();
+        assert_eq!(
+            (e.packets_out, e.packets_in),
+            (2, 1),
+            "TCP bytes count no packets"
+        );
+        t.remove_because(c, journal::CloseReason::Done);
+        t.remove_because(u, journal::CloseReason::Expired);
+        let (evs, lost) = t.journal_mut().take();
+        assert_eq!(lost, 0);
+        assert!(matches!(&evs[0], journal::Event::New(id, _) if *id == c));
+        assert!(matches!(
+            &evs[1],
+            journal::Event::Closed(id, e, journal::CloseReason::ConnectFailed)
+                if *id == c && e.bytes_out == 1000
+        ));
+        assert!(matches!(
+            &evs[2],
+            journal::Event::Closed(id, _, journal::CloseReason::Expired) if *id == u
+        ));
     }
 
     #[test]

@@ -164,6 +164,7 @@ pub fn on_guest_echo(
         Ok(_) => table.account(id, data.len() as u64, 0, env.now_ms),
         Err(e) => {
             debug!("icmp flow {id}: send to {target}: {e}");
+            env.counters.host_errors.count(&e);
             env.counters.dropped += 1;
         }
     }

@@ -31,6 +31,7 @@
 //! Host sockets are registered with the runtime's mio registry under [`flow_token`] of their
 //! flow id; that is the only way this module touches the event loop.
 
+pub mod conntrack;
 pub mod icmp;
 pub mod splice;
 pub mod tcp;
@@ -46,6 +47,7 @@ use smoltcp::wire::EthernetAddress;
 
 use crate::config::{Config, Outbound};
 use crate::forward::{ForwardTable, Listener};
+use crate::nat::journal::CloseReason;
 use crate::nat::resolv::{Nameservers, Resolvers, RESOLV_CONF};
 use crate::nat::{FlowId, Key, Proto, Refusal, Rules, Table};
 use crate::stack::classify::{self, Guest};
@@ -111,6 +113,10 @@ pub struct Counters {
     /// Unconfirmed flows reclaimed to make room for new ones under pressure
     /// ([`crate::nat::Table::pressure`]).
     pub early_drops: u64,
+    /// Host socket errors of flows (connect, send), by errno.
+    pub host_errors: crate::stats::ErrnoCounts,
+    /// Guest datagrams to the virtual DNS address's port 53.
+    pub dns_queries: u64,
 }
 
 /// Shared state the protocol handlers need besides their own flow.
@@ -365,6 +371,7 @@ impl Proxy {
         match flow {
             Some((id, f)) => {
                 stack.ingress(now, frame, Some(f.sockets()));
+                self.table.count_packets(id, 1, 0);
                 self.work.mark(id);
             }
             None => {
@@ -406,6 +413,9 @@ impl Proxy {
             src, dst, payload, ..
         } = &kind
         {
+            if dst.port() == crate::nat::DNS_PORT && self.rules.is_dns(dst.ip()) {
+                self.counters.dns_queries += 1;
+            }
             if self.sessions.reply(forwards, *src, *dst, payload, now_ms) {
                 return Route::Consumed;
             }
@@ -615,7 +625,7 @@ impl Proxy {
             },
         };
         if done {
-            Self::close(table, flows, env.work, id);
+            Self::close(table, flows, env.work, id, CloseReason::Done);
         }
         if again && !self.pending_splices.contains(&id) {
             self.pending_splices.push(id);
@@ -651,11 +661,15 @@ impl Proxy {
             };
             let done = match flow {
                 Flow::Tcp(f) => {
+                    let queued = stack.device.tx_pending();
                     let mut done = f.pump(&mut env, stack, table, id);
                     if stack.egress(now, f.sockets()) && !done {
                         done = f.pump(&mut env, stack, table, id);
                         stack.egress(now, f.sockets());
                     }
+                    // Segments for the guest (the queue is only flushed after the pass).
+                    let sent = stack.device.tx_pending().saturating_sub(queued);
+                    table.count_packets(id, 0, sent as u64);
                     if !done {
                         env.work.set_deadline(id, f.next_deadline(stack, now));
                     }
@@ -679,7 +693,7 @@ impl Proxy {
                 Flow::Splice(_) => false,
             };
             if done {
-                Self::close(table, flows, env.work, id);
+                Self::close(table, flows, env.work, id, CloseReason::Done);
             }
         }
         self.serving = serving;
@@ -733,7 +747,7 @@ impl Proxy {
             };
             if expired {
                 debug!("flow {id} expired");
-                Self::close(table, flows, env.work, id);
+                Self::close(table, flows, env.work, id, CloseReason::Expired);
             }
         }
         (any || sessions).then_some(now_ms + EXPIRY_CHECK_MS)
@@ -741,10 +755,16 @@ impl Proxy {
 
     /// Forget flow `id` (its sockets close as it drops: a TCP flow's last segments must have
     /// been transmitted before).
-    fn close(table: &mut Table, flows: &mut [Option<Flow>], work: &mut work::Work, id: FlowId) {
+    fn close(
+        table: &mut Table,
+        flows: &mut [Option<Flow>],
+        work: &mut work::Work,
+        id: FlowId,
+        reason: CloseReason,
+    ) {
         work.forget(id);
         if flows.get_mut(id).and_then(Option::take).is_some() {
-            if let Some(e) = table.remove(id) {
+            if let Some(e) = table.remove_because(id, reason) {
                 debug!(
                     "{} flow {} -> {} closed ({} bytes out, {} bytes in)",
                     e.key.proto.name(),
@@ -792,7 +812,7 @@ pub(crate) fn make_room(
         "{} flow {id} reclaimed: the table is under pressure",
         proto.name()
     );
-    Proxy::close(table, flows, env.work, id);
+    Proxy::close(table, flows, env.work, id, CloseReason::EarlyDrop);
 }
 
 /// How the guest learns that the rules refused a flow of `proto`: an ICMP destination
@@ -896,6 +916,8 @@ pub(crate) fn new_entry(
         },
         bytes_out: 0,
         bytes_in: 0,
+        packets_out: 0,
+        packets_in: 0,
         created_ms: now_ms,
         active_ms: now_ms,
     }

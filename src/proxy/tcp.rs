@@ -204,6 +204,7 @@ pub fn on_guest_syn(
         Ok(s) => s,
         Err(e) => {
             debug!("tcp {src} -> {dst} ({target}): connect: {e}");
+            env.counters.host_errors.count(&e);
             table.remove(id);
             return refuse_connect(env, stack, l2, packet, &e);
         }
@@ -586,6 +587,7 @@ impl Flow {
             }
             Some(e) => {
                 debug!("tcp flow {id}: connect failed: {e}");
+                env.counters.host_errors.count(&e);
                 self.stream = None;
                 if e.raw_os_error() == Some(libc::ECONNREFUSED) {
                     sock.abort(); // RST on the next poll, then the flow is removed

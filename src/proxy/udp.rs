@@ -115,6 +115,7 @@ pub fn on_guest_datagram(
         }
         Err(e) => {
             debug!("udp flow {id}: send to {target}: {e}");
+            env.counters.host_errors.count(&e);
             env.counters.dropped += 1;
             let kind = match e.raw_os_error() {
                 // The DNS proxy cannot reach its upstream: to the guest, N+3 does not serve
