@@ -35,6 +35,7 @@ use crate::config::{pasta::PastaOptions, Options};
 mod ctl;
 mod getopt;
 mod pasta;
+mod policy;
 mod run;
 mod slirp4netns;
 

@@ -31,6 +31,7 @@
 //! Host sockets are registered with the runtime's mio registry under [`flow_token`] of their
 //! flow id; that is the only way this module touches the event loop.
 
+pub mod egress;
 pub mod icmp;
 pub mod splice;
 pub mod tcp;
@@ -131,6 +132,8 @@ pub struct Env<'a> {
     pub buf: &'a mut Vec<u8>,
     /// Flows with news and smoltcp deadlines.
     pub work: &'a mut work::Work,
+    /// The egress policy (checked by [`egress::outbound`]).
+    pub policy: &'a mut crate::policy::Policy,
 }
 
 impl Env<'_> {
@@ -160,6 +163,8 @@ pub struct HostEvent {
 /// All flows and the policy they follow.
 pub struct Proxy {
     rules: Rules,
+    /// The egress policy (changed at run time through the API: [`Proxy::take_policy`]).
+    policy: crate::policy::Policy,
     /// Whether guest echo requests are proxied (pasta's `--no-icmp` turns it off).
     icmp: bool,
     resolvers: Resolvers,
@@ -227,6 +232,7 @@ impl Proxy {
         let mtu = usize::try_from(cfg.mtu).unwrap_or(1500);
         Proxy {
             rules: Rules::new(cfg),
+            policy: egress::initial(cfg),
             icmp: cfg.services.icmp,
             resolvers: Resolvers::new(RESOLV_CONF),
             table: Table::new(),
@@ -303,6 +309,7 @@ impl Proxy {
             },
             "splice_forwards": self.broker.is_some(),
             "refused": c.refused,
+            "policy_denied": self.policy.denied(),
             "martian_sources": c.martians,
             "early_drops": c.early_drops,
             "dropped": c.dropped,
@@ -325,6 +332,7 @@ impl Proxy {
                 now_ms,
                 buf: &mut self.buf,
                 work: &mut self.work,
+                policy: &mut self.policy,
             },
             &mut self.table,
             &mut self.flows,
@@ -803,6 +811,7 @@ pub(crate) fn make_room(
 pub(crate) fn refusal_reply(refusal: Refusal, proto: Proto) -> Option<Unreachable> {
     match refusal {
         Refusal::HostLoopbackDisabled | Refusal::Reserved => Some(Unreachable::Net),
+        Refusal::Denied => Some(Unreachable::Prohibited),
         Refusal::NotDns | Refusal::NoNameserver if proto != Proto::Icmp => Some(Unreachable::Port),
         Refusal::NotDns
         | Refusal::NoNameserver
@@ -824,7 +833,10 @@ pub(crate) fn refuse(
     packet: &[u8],
 ) {
     env.counters.refused += 1;
-    debug!("{} {what} refused: {refusal}", proto.name());
+    if refusal != Refusal::Denied {
+        // (a denial was logged, rate-limited, by `egress::outbound`)
+        debug!("{} {what} refused: {refusal}", proto.name());
+    }
     if let Some(kind) = refusal_reply(refusal, proto) {
         let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
             stack.device.push_tx(f);
