@@ -667,6 +667,8 @@ impl<'c> Runtime<'c> {
         let Some(server) = self.api.as_mut() else {
             return;
         };
+        // The egress policy is out of the proxy only while this one request is answered.
+        let mut policy = self.proxy.take_policy();
         let (proxy, device) = (&self.proxy, &self.stack.device);
         // Built only for get_info.
         let info = || {
@@ -694,10 +696,18 @@ impl<'c> Runtime<'c> {
             default_guest: self.cfg.net.guest(),
             info: &info,
             removed: Vec::new(),
+            policy: &mut policy,
+            kill_denied: false,
         };
         server.on_conn(slot, &mut h);
+        let kill = h.kill_denied;
         for fid in std::mem::take(&mut h.removed) {
             self.proxy.on_forward_removed(fid);
+        }
+        self.proxy.set_policy(policy);
+        if kill {
+            let n = self.proxy.kill_denied();
+            log::info!("egress policy changed: {n} open flows it denies were closed");
         }
     }
 

@@ -22,6 +22,7 @@
 //! the data plane. The socket file is removed when the server is dropped (clean exit, including
 //! SIGTERM), unlike slirp4netns, which leaves it behind on a signal.
 
+pub mod policy;
 pub mod proto;
 
 use std::io::{self, Read, Write};
@@ -101,6 +102,10 @@ pub struct Handler<'a> {
     pub info: &'a dyn Fn() -> serde_json::Value,
     /// Forwards removed by this request (the caller drops their UDP sessions).
     pub removed: Vec<u64>,
+    /// The egress policy (for `add_policy`, `list_policy`, `remove_policy`).
+    pub policy: &'a mut crate::policy::Policy,
+    /// Set when a policy change asked for `kill_matching` (the caller closes the flows).
+    pub kill_denied: bool,
 }
 
 /// The API server.
@@ -356,10 +361,33 @@ fn answer(bytes: &[u8], h: &mut Handler<'_>, requests: u64) -> String {
             }
             None => proto::render_error(&ApiError::RemoveBadId),
         },
+        Request::AddPolicy {
+            rule,
+            position,
+            kill_matching,
+        } => match h.policy.insert(rule, position) {
+            Ok(id) => {
+                info!("egress rule {id}: {rule}");
+                h.kill_denied = kill_matching;
+                proto::render_added(id)
+            }
+            Err(crate::policy::PolicyError::Full) => proto::render_error(&ApiError::PolicyFull),
+            Err(_) => proto::render_error(&ApiError::BadPosition),
+        },
+        Request::ListPolicy => proto::render_info(&policy::list(h.policy)),
+        Request::RemovePolicy { id, kill_matching } => match h.policy.remove(id) {
+            Ok(rule) => {
+                info!("egress rule {id} removed: {rule}");
+                h.kill_denied = kill_matching;
+                proto::render_removed()
+            }
+            Err(_) => proto::render_error(&ApiError::RemovePolicyBadId),
+        },
         Request::GetInfo => {
             let mut v = (h.info)();
             v["forwards"] = serde_json::json!(h.forwards.len());
             v["api_requests"] = serde_json::json!(requests);
+            v["policy_denied"] = serde_json::json!(h.policy.denied());
             proto::render_info(&v)
         }
     }

@@ -309,7 +309,6 @@ impl Proxy {
             },
             "splice_forwards": self.broker.is_some(),
             "refused": c.refused,
-            "policy_denied": self.policy.denied(),
             "martian_sources": c.martians,
             "early_drops": c.early_drops,
             "dropped": c.dropped,
