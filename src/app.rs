@@ -212,6 +212,14 @@ fn resolve_outbound(cfg: &Config) -> Result<Config, Error> {
         };
         out.outbound_addr6 = Some(Outbound::Addr(v6));
     }
+    // The egress policy's --deny-private needs the host's own addresses (read here, in
+    // tapir's namespace, before any sandbox); the policy must build before anything starts.
+    if out.policy.wants_host_addrs() {
+        out.policy.host_addrs = crate::sys::net::host_addrs()
+            .map_err(|e| Error::Attach(format!("--deny-private: cannot list addresses: {e}")))?;
+    }
+    crate::policy::Policy::new(&out.policy)
+        .map_err(|e| Error::Attach(format!("egress policy: {e}")))?;
     Ok(out)
 }
 

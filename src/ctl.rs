@@ -26,6 +26,19 @@ pub fn request(action: &CtlAction) -> Result<String, String> {
         CtlAction::Info => r#"{"execute":"get_info"}"#.to_owned(),
         CtlAction::Conntrack(o) => conntrack::request(o),
         CtlAction::Stats(_) => r#"{"execute":"get_stats"}"#.to_owned(),
+        CtlAction::PolicyList => r#"{"execute":"list_policy"}"#.to_owned(),
+        CtlAction::PolicyAdd(rule, position) => {
+            // Checked here too, so a typo is reported without a round trip.
+            crate::policy::Rule::parse_line(rule).map_err(|e| format!("{rule}: {e}"))?;
+            let mut args = serde_json::json!({"rule": rule});
+            if let Some(p) = position {
+                args["position"] = serde_json::json!(p);
+            }
+            serde_json::json!({"execute": "add_policy", "arguments": args}).to_string()
+        }
+        CtlAction::PolicyRemove(id) => {
+            serde_json::json!({"execute": "remove_policy", "arguments": {"id": id}}).to_string()
+        }
         CtlAction::Remove(id) => {
             serde_json::json!({"execute": "remove_hostfwd", "arguments": {"id": id}}).to_string()
         }

@@ -732,6 +732,7 @@ pub fn api_request(data: &[u8]) {
         let _ = client.shutdown(std::net::Shutdown::Write);
         let now_ms = u64::try_from(i).unwrap_or(0) * 1000;
         server.on_listener(poll.registry(), now_ms);
+        let mut policy = crate::policy::Policy::default();
         let mut h = crate::api::Handler {
             forwards: &mut forwards,
             registry: poll.registry(),
@@ -741,6 +742,8 @@ pub fn api_request(data: &[u8]) {
             table: &table,
             now_ms,
             stats: &stats,
+            policy: &mut policy,
+            kill_denied: false,
         };
         for slot in 0..crate::api::MAX_CONNECTIONS {
             server.on_conn(slot, &mut h);

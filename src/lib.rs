@@ -34,6 +34,7 @@ pub mod fuzzing;
 pub mod isolation;
 pub mod logger;
 pub mod nat;
+pub mod policy;
 pub mod proxy;
 pub mod runtime;
 pub mod stack;

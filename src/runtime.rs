@@ -673,6 +673,8 @@ impl<'c> Runtime<'c> {
         let Some(server) = self.api.as_mut() else {
             return;
         };
+        // The egress policy is out of the proxy only while this one request is answered.
+        let mut policy = self.proxy.take_policy();
         let (proxy, device, vhost) = (&self.proxy, &self.stack.device, &self.stack.vhost);
         // Built only for get_info.
         let info = || {
@@ -719,10 +721,18 @@ impl<'c> Runtime<'c> {
             table: proxy.table(),
             now_ms,
             stats: &stats,
+            policy: &mut policy,
+            kill_denied: false,
         };
         server.on_conn(slot, &mut h);
+        let kill = h.kill_denied;
         for fid in std::mem::take(&mut h.removed) {
             self.proxy.on_forward_removed(fid);
+        }
+        self.proxy.set_policy(policy);
+        if kill {
+            let n = self.proxy.kill_denied();
+            log::info!("egress policy changed: {n} open flows it denies were closed");
         }
     }
 

@@ -96,8 +96,7 @@ pub struct Stats {
     pub refused_full: u64,
     /// Guest packets refused by the translation rules.
     pub refused_rules: u64,
-    /// Flows refused by the egress policy. The policy engine is being added in parallel and
-    /// will increment it; until then it stays 0.
+    /// Flows and datagrams refused by the egress policy.
     pub refused_policy: u64,
     /// Host socket errors by errno name.
     pub host_errors: BTreeMap<String, u64>,

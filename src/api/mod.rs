@@ -31,6 +31,7 @@
 
 pub mod flows;
 pub mod outbox;
+pub mod policy;
 pub mod proto;
 
 use std::io::{self, Read};
@@ -133,6 +134,10 @@ pub struct Handler<'a> {
     /// Statistics for `get_stats` (called only for that request; the API's own counters are
     /// filled in here).
     pub stats: &'a dyn Fn() -> crate::stats::Stats,
+    /// The egress policy (for `add_policy`, `list_policy`, `remove_policy`).
+    pub policy: &'a mut crate::policy::Policy,
+    /// Set when a policy change asked for `kill_matching` (the caller closes the flows).
+    pub kill_denied: bool,
 }
 
 /// The API server.
@@ -530,10 +535,33 @@ fn answer(
             }
             None => proto::render_error(&ApiError::RemoveBadId),
         },
+        Request::AddPolicy {
+            rule,
+            position,
+            kill_matching,
+        } => match h.policy.insert(rule, position) {
+            Ok(id) => {
+                info!("egress rule {id}: {rule}");
+                h.kill_denied = kill_matching;
+                proto::render_added(id)
+            }
+            Err(crate::policy::PolicyError::Full) => proto::render_error(&ApiError::PolicyFull),
+            Err(_) => proto::render_error(&ApiError::BadPosition),
+        },
+        Request::ListPolicy => proto::render_info(&policy::list(h.policy)),
+        Request::RemovePolicy { id, kill_matching } => match h.policy.remove(id) {
+            Ok(rule) => {
+                info!("egress rule {id} removed: {rule}");
+                h.kill_denied = kill_matching;
+                proto::render_removed()
+            }
+            Err(_) => proto::render_error(&ApiError::RemovePolicyBadId),
+        },
         Request::GetInfo => {
             let mut v = (h.info)();
             v["forwards"] = serde_json::json!(h.forwards.len());
             v["api_requests"] = serde_json::json!(requests);
+            v["policy_denied"] = serde_json::json!(h.policy.denied());
             proto::render_info(&v)
         }
         Request::ListFlows(f) => flows::render_list(h.table, &f, h.now_ms),

@@ -67,6 +67,24 @@ pub enum Request {
     WatchFlows(super::flows::Filter),
     /// `get_stats` (tapir extension): the statistics ([`crate::stats::Stats`]).
     GetStats,
+    /// `add_policy` (tapir extension, [`super::policy`]): insert an egress rule.
+    AddPolicy {
+        /// The rule.
+        rule: crate::policy::Rule,
+        /// Where in evaluation order (`None`: last).
+        position: Option<usize>,
+        /// Close open flows the changed policy denies.
+        kill_matching: bool,
+    },
+    /// `list_policy` (tapir extension): the egress rules.
+    ListPolicy,
+    /// `remove_policy` (tapir extension): remove an egress rule by id.
+    RemovePolicy {
+        /// The rule's id.
+        id: u64,
+        /// Close open flows the changed policy denies.
+        kill_matching: bool,
+    },
 }
 
 /// Everything that makes the API answer with an error. `Display` is slirp4netns's `desc` string,
@@ -119,6 +137,24 @@ pub enum ApiError {
     /// [`super::MAX_WATCHERS`] watchers already; try again later.
     #[error("bad request: flows: too busy")]
     Busy,
+    /// `add_policy`: `rule` is missing or not a rule.
+    #[error("bad request: add_policy: bad arguments.rule: {0}")]
+    BadRule(crate::policy::RuleError),
+    /// `add_policy`: `position` is not a whole number, or past the end.
+    #[error("bad request: add_policy: bad arguments.position")]
+    BadPosition,
+    /// `add_policy`: the policy is full.
+    #[error("bad request: add_policy: at most {} rules", crate::policy::MAX_RULES)]
+    PolicyFull,
+    /// `add_policy`: `kill_matching` is not a boolean.
+    #[error("bad request: add_policy: bad arguments.kill_matching")]
+    AddPolicyBadKill,
+    /// `remove_policy`: `id` is missing, not a number, or names no rule.
+    #[error("bad request: remove_policy: bad arguments.id")]
+    RemovePolicyBadId,
+    /// `remove_policy`: `kill_matching` is not a boolean.
+    #[error("bad request: remove_policy: bad arguments.kill_matching")]
+    RemovePolicyBadKill,
 }
 
 /// Parse one request (the bytes of one `read()`), with `default_guest` (N+100) as the guest
@@ -146,6 +182,9 @@ pub fn parse_request(bytes: &[u8], default_guest: Ipv4Addr) -> Result<Request, A
         "list_flows" => super::flows::parse_filter(args).map(Request::ListFlows),
         "watch_flows" => super::flows::parse_filter(args).map(Request::WatchFlows),
         "get_stats" => Ok(Request::GetStats),
+        "add_policy" => super::policy::parse_add(args),
+        "list_policy" => Ok(Request::ListPolicy),
+        "remove_policy" => super::policy::parse_remove(args),
         _ => Err(ApiError::UnknownExecute),
     }
 }

@@ -31,6 +31,13 @@ pub enum CtlAction {
     Conntrack(ConntrackOpts),
     /// `stats [--prometheus]`: statistics, as JSON or (true) Prometheus text.
     Stats(bool),
+    /// `policy list`: the egress rules.
+    PolicyList,
+    /// `policy add RULE [POSITION]`: an egress rule (`allow CIDR...` or `deny CIDR...`, one
+    /// word or two).
+    PolicyAdd(String, Option<u64>),
+    /// `policy remove ID`.
+    PolicyRemove(u64),
 }
 
 /// Usage of `tapir ctl`.
@@ -42,6 +49,7 @@ pub fn ctl_usage(argv0: &str) -> String {
          \x20      {argv0} ctl SOCKET info\n\
          \x20      {argv0} ctl SOCKET conntrack [-p PROTO] [--addr ADDR] [--dst ADDR] [--state STATE] [-o json] [--watch]\n\
          \x20      {argv0} ctl SOCKET stats [--prometheus | -o json]\n\
+         \x20      {argv0} ctl SOCKET policy list|add 'allow|deny RULE' [POSITION]|remove ID\n\
          Talk to the API socket (--api-socket) of a running tapir or slirp4netns and print the\n\
          JSON reply. Exit status 1 if the reply is an error.\n"
     )
@@ -68,6 +76,7 @@ pub(super) fn parse_ctl(args: &[OsString]) -> Result<Command, CliError> {
         ["conntrack", rest @ ..] => CtlAction::Conntrack(conntrack::parse_conntrack(rest)?),
         ["stats", rest @ ..] => CtlAction::Stats(conntrack::parse_stats(rest)?),
         ["add", spec] => CtlAction::Add((*spec).to_owned()),
+        ["policy", rest @ ..] => parse_policy(rest)?,
         ["remove", id] => CtlAction::Remove(
             id.parse()
                 .map_err(|_| CliError::usage(format!("tapir ctl: bad forward id {id:?}")))?,
@@ -77,6 +86,31 @@ pub(super) fn parse_ctl(args: &[OsString]) -> Result<Command, CliError> {
     Ok(Command::Ctl {
         socket: PathBuf::from(socket),
         action,
+    })
+}
+
+/// `policy list`, `policy add RULE [POSITION]` (RULE as one word `deny 10.0.0.0/8` or two
+/// `deny 10.0.0.0/8`), `policy remove ID`.
+fn parse_policy(words: &[&str]) -> Result<CtlAction, CliError> {
+    let bad = || CliError::usage("tapir ctl: expected policy list|add RULE [POSITION]|remove ID");
+    let number = |w: &str, what: &str| {
+        w.parse::<u64>()
+            .map_err(|_| CliError::usage(format!("tapir ctl: bad policy {what} {w:?}")))
+    };
+    Ok(match words {
+        ["list"] => CtlAction::PolicyList,
+        ["remove", id] => CtlAction::PolicyRemove(number(id, "id")?),
+        ["add", action @ ("allow" | "deny"), rule, pos @ ..] if pos.len() <= 1 => {
+            CtlAction::PolicyAdd(
+                format!("{action} {rule}"),
+                pos.first().map(|p| number(p, "position")).transpose()?,
+            )
+        }
+        ["add", rule, pos @ ..] if pos.len() <= 1 => CtlAction::PolicyAdd(
+            (*rule).to_owned(),
+            pos.first().map(|p| number(p, "position")).transpose()?,
+        ),
+        _ => return Err(bad()),
     })
 }
 
@@ -107,6 +141,32 @@ mod tests {
         );
         assert_eq!(parse_words(&["--help", "x"]), Ok(Command::CtlHelp));
         assert_eq!(parse_words(&["-h"]), Ok(Command::CtlHelp));
+    }
+
+    #[test]
+    fn policy_actions() {
+        let ctl = |action| Command::Ctl {
+            socket: PathBuf::from("/s"),
+            action,
+        };
+        assert_eq!(
+            parse_words(&["/s", "policy", "list"]),
+            Ok(ctl(CtlAction::PolicyList))
+        );
+        assert_eq!(
+            parse_words(&["/s", "policy", "add", "deny 10.0.0.0/8", "0"]),
+            Ok(ctl(CtlAction::PolicyAdd("deny 10.0.0.0/8".into(), Some(0))))
+        );
+        assert_eq!(
+            parse_words(&["/s", "policy", "add", "deny", "10.0.0.0/8"]),
+            Ok(ctl(CtlAction::PolicyAdd("deny 10.0.0.0/8".into(), None)))
+        );
+        assert_eq!(
+            parse_words(&["/s", "policy", "remove", "4"]),
+            Ok(ctl(CtlAction::PolicyRemove(4)))
+        );
+        assert!(parse_words(&["/s", "policy", "remove", "x"]).is_err());
+        assert!(parse_words(&["/s", "policy"]).is_err());
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::config::{pasta::PastaOptions, Options};
 mod ctl;
 mod getopt;
 mod pasta;
+mod policy;
 mod run;
 mod slirp4netns;
 
@@ -256,6 +257,11 @@ pub fn usage(argv0: &str) -> String {
          --disable-offload        plain frames on the tap: no TCP segmentation/checksum offload\n\
          --busy-poll=USEC         poll up to USEC (adaptive, default 50, max 1000, 0=off) before sleeping\n\
          --splice-forwards        relay TCP forwards from loopback clients inside the namespace (faster; the guest sees its own address as the client)\n\
+         --allow=RULE, --deny=RULE  egress rule CIDR[:PORT[-PORT]][/tcp|/udp|/icmp], first match wins (repeatable)\n\
+         --policy-file=PATH       egress rules from PATH, one 'allow RULE' or 'deny RULE' per line\n\
+         --deny-private           deny private, CGNAT, link-local (metadata), ULA and the host's own addresses\n\
+         --default-deny           deny what no rule allows (DNS to the host's resolver stays allowed)\n\
+         --deny-icmp-reply        answer a denied TCP connect with ICMP prohibited instead of RST\n\
          run [OPTION]... [--] CMD [ARG]...  create a user+network namespace, run CMD in it with networking (see '{argv0} run --help')\n\
          ctl SOCKET list|add SPEC|remove ID|info  manage port forwards through an API socket (see '{argv0} ctl --help')\n"
     )

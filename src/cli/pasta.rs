@@ -39,7 +39,8 @@
 //! a client believe in a feature tapir lacks.
 //!
 //! tapir's own long options (`--map-gw`, which podman documents as a pasta option but pasta
-//! lacks; `--no-sandbox`; `--api-socket`) are matched exactly, or by a prefix that matches none
+//! lacks; `--no-sandbox`; `--api-socket`; the egress policy's `--allow`, `--deny`,
+//! `--policy-file`, `--deny-private`, `--default-deny`, `--deny-icmp-reply`) are matched exactly, or by a prefix that matches none
 //! of pasta's options, so every abbreviation pasta accepts resolves as in pasta.
 //!
 //! Deliberate differences from pasta:
@@ -56,6 +57,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
 use super::getopt::{long, short, Found, Getopt, LongOpt, ShortOpt, Spelling, Table};
+use super::policy::PolicyOpt;
 use super::{parse_c_long, CliError, Command};
 use crate::config::pasta::{AddrOpt, Family, PastaOptions, PortSpec};
 use crate::config::{portspec, MAX_IFNAME_LEN};
@@ -108,6 +110,8 @@ enum Opt {
     NoSandbox,
     /// tapir's: `--api-socket PATH`.
     ApiSocket,
+    /// tapir's: the egress policy options (`--allow`, `--deny`, ...).
+    Policy(super::policy::PolicyOpt),
     /// Known to pasta, not implemented by tapir: refused when met. The name is the option's
     /// first long name, so `--socket` and `--socket-path` are one option, as in pasta.
     Unsupported(&'static str),
@@ -190,6 +194,16 @@ const EXTRA_OPTIONS: &[LongOpt<Opt>] = &[
     long("map-gw", false, Opt::MapGw),
     long("no-sandbox", false, Opt::NoSandbox),
     long("api-socket", true, Opt::ApiSocket),
+    long("allow", true, Opt::Policy(PolicyOpt::Allow)),
+    long("deny", true, Opt::Policy(PolicyOpt::Deny)),
+    long("policy-file", true, Opt::Policy(PolicyOpt::File)),
+    long("deny-private", false, Opt::Policy(PolicyOpt::DenyPrivate)),
+    long("default-deny", false, Opt::Policy(PolicyOpt::DefaultDeny)),
+    long(
+        "deny-icmp-reply",
+        false,
+        Opt::Policy(PolicyOpt::DenyIcmpReply),
+    ),
 ];
 
 /// pasta's optstring `dqfel:hs:F:I:p:P:m:a:n:M:g:i:o:D:S:H:461t:u:T:U:` (the `+` is the
@@ -668,6 +682,9 @@ impl<'a> Parser<'a> {
             Opt::MapGuestAddr => nat(&mut o.map_guest_addr, arg)?,
             Opt::NoSandbox => o.no_sandbox = true,
             Opt::ApiSocket => o.api_socket = Some(PathBuf::from(arg)),
+            Opt::Policy(p) => {
+                super::policy::apply(&mut o.policy, p, arg).map_err(|e| e.to_string())?
+            }
             Opt::Unsupported(_) => return Err(unsupported(&found)),
         }
         Ok(Step::Next)

@@ -39,6 +39,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::getopt::{long, short, Getopt, LongOpt, ShortOpt, Table};
+use super::policy::PolicyOpt;
 use super::{parse_c_long, strerror, utf8, CliError, Command};
 use crate::config::{self, Options, Target};
 
@@ -72,6 +73,7 @@ pub(super) enum Opt {
     BusyPoll,
     SpliceForwards,
     AutoForward,
+    Policy(super::policy::PolicyOpt),
 }
 
 /// slirp4netns HEAD's `longopts`, in its order (which is the order of the `possibilities` in an
@@ -104,6 +106,16 @@ const LONG_OPTIONS: &[LongOpt<Opt>] = &[
     long("busy-poll", true, Opt::BusyPoll),
     long("splice-forwards", false, Opt::SpliceForwards),
     long("auto-forward", true, Opt::AutoForward),
+    long("allow", true, Opt::Policy(PolicyOpt::Allow)),
+    long("deny", true, Opt::Policy(PolicyOpt::Deny)),
+    long("policy-file", true, Opt::Policy(PolicyOpt::File)),
+    long("deny-private", false, Opt::Policy(PolicyOpt::DenyPrivate)),
+    long("default-deny", false, Opt::Policy(PolicyOpt::DefaultDeny)),
+    long(
+        "deny-icmp-reply",
+        false,
+        Opt::Policy(PolicyOpt::DenyIcmpReply),
+    ),
 ];
 
 /// The short options: slirp4netns's `"ce:r:m:a:6hv"` plus tapir's `p:`.
@@ -292,6 +304,7 @@ pub(super) fn scan<'a>(
             Opt::BusyPoll => o.busy_poll_us = Some(parse_busy_poll(arg())?),
             Opt::SpliceForwards => o.splice_forwards = true,
             Opt::AutoForward => o.auto_forward = parse_auto_forward(arg())?,
+            Opt::Policy(p) => super::policy::apply(&mut o.policy, p, arg())?,
         }
     }
     scan.operands = getopt.into_operands();
@@ -664,7 +677,8 @@ mod tests {
         usage_err(
             &["--d"],
             "slirp4netns: option '--d' is ambiguous; possibilities: \
-             '--disable-host-loopback' '--disable-dns' '--debug' '--disable-offload'",
+             '--disable-host-loopback' '--disable-dns' '--debug' '--disable-offload' \
+             '--deny' '--deny-private' '--default-deny' '--deny-icmp-reply'",
         );
     }
 

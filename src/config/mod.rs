@@ -421,6 +421,8 @@ pub struct Options {
     pub auto_forward: AutoForward,
     /// The namespace to attach to (positional PID|PATH|FD with `--netns-type`). `None` for `run`.
     pub target: Option<Target>,
+    /// The egress policy options (`--allow`, `--deny`, `--policy-file`, ...), in order.
+    pub policy: crate::policy::Spec,
     /// Positional TAPNAME, untruncated ([`Config::from_options`] truncates it to 15 bytes).
     pub tap_name: Option<String>,
 }
@@ -489,6 +491,8 @@ pub struct Config {
     pub process: Process,
     /// Forward every port the guest listens on (pasta's `-t auto` / `-u auto`).
     pub auto_forward: AutoForward,
+    /// The egress policy ([`crate::policy`]).
+    pub policy: crate::policy::Spec,
 }
 
 /// Built-in services of the virtual hosts; all on by default.
@@ -651,6 +655,7 @@ impl Config {
             dns_search: Vec::new(),
             process: Process::default(),
             auto_forward: opts.auto_forward,
+            policy: opts.policy,
         })
     }
 }

@@ -209,6 +209,8 @@ pub struct PastaOptions {
     pub no_sandbox: bool,
     /// `--api-socket` (tapir's own): slirp4netns's API socket, in pasta mode too.
     pub api_socket: Option<PathBuf>,
+    /// The egress policy options (tapir's own).
+    pub policy: crate::policy::Spec,
 }
 
 /// What `app` read from the host: the template interface of each family.
@@ -443,6 +445,7 @@ pub fn build(o: &PastaOptions, host: &Host) -> Result<Config, ConfigError> {
         api_socket: o.api_socket.clone(),
         disable_host_loopback: loopback4.is_none(),
         disable_dns: dns4.is_none(),
+        policy: o.policy.clone(),
         enable_sandbox: !o.no_sandbox,
         enable_seccomp: !o.no_sandbox,
         outbound_addr: o.outbound.v4().map(Outbound::Addr),

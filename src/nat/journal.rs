@@ -32,6 +32,8 @@ pub enum CloseReason {
     ConnectFailed,
     /// Setting up the flow's host side failed, before it carried traffic.
     SetupFailed,
+    /// A change of the egress policy denied it (`kill_matching`).
+    Policy,
 }
 
 impl CloseReason {
@@ -43,6 +45,7 @@ impl CloseReason {
             CloseReason::EarlyDrop => "early_drop",
             CloseReason::ConnectFailed => "connect_failed",
             CloseReason::SetupFailed => "setup_failed",
+            CloseReason::Policy => "policy",
         }
     }
 }

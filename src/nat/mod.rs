@@ -484,6 +484,9 @@ pub enum Refusal {
     /// IPv4 is not served (pasta's `--ipv6-only`).
     #[error("IPv4 is disabled")]
     Ipv4Disabled,
+    /// The egress policy ([`crate::policy`]) denied the translated destination.
+    #[error("denied by the egress policy")]
+    Denied,
 }
 
 /// Address translation policy (immutable, built from the configuration).

@@ -55,6 +55,7 @@ impl Proxy {
         s.flows_created.insert("tcp_spliced".to_owned(), c.spliced);
         s.refused_full = self.table.refused();
         s.refused_rules = c.refused;
+        s.refused_policy = self.policy.denied();
         for (reason, n) in [
             ("martian_source", c.martians),
             ("datagram", c.dropped),

@@ -77,10 +77,8 @@ pub fn on_guest_echo(
     data: &[u8],
     packet: &[u8],
 ) -> bool {
-    let target = match env
-        .rules
-        .outbound(Proto::Icmp, SocketAddr::new(dst, 0), &env.ns)
-    {
+    let (from, to) = (SocketAddr::new(src, ident), SocketAddr::new(dst, 0));
+    let target = match super::egress::outbound(env, Proto::Icmp, from, to) {
         Ok(t) => t.ip(),
         Err(refusal) => {
             let what = format_args!("{src} -> {dst}");

@@ -32,6 +32,7 @@
 //! flow id; that is the only way this module touches the event loop.
 
 pub mod conntrack;
+pub mod egress;
 pub mod icmp;
 pub mod splice;
 pub mod tcp;
@@ -137,6 +138,8 @@ pub struct Env<'a> {
     pub buf: &'a mut Vec<u8>,
     /// Flows with news and smoltcp deadlines.
     pub work: &'a mut work::Work,
+    /// The egress policy (checked by [`egress::outbound`]).
+    pub policy: &'a mut crate::policy::Policy,
 }
 
 impl Env<'_> {
@@ -166,6 +169,8 @@ pub struct HostEvent {
 /// All flows and the policy they follow.
 pub struct Proxy {
     rules: Rules,
+    /// The egress policy (changed at run time through the API: [`Proxy::take_policy`]).
+    policy: crate::policy::Policy,
     /// Whether guest echo requests are proxied (pasta's `--no-icmp` turns it off).
     icmp: bool,
     resolvers: Resolvers,
@@ -233,6 +238,7 @@ impl Proxy {
         let mtu = usize::try_from(cfg.mtu).unwrap_or(1500);
         Proxy {
             rules: Rules::new(cfg),
+            policy: egress::initial(cfg),
             icmp: cfg.services.icmp,
             resolvers: Resolvers::new(RESOLV_CONF),
             table: Table::new(),
@@ -331,6 +337,7 @@ impl Proxy {
                 now_ms,
                 buf: &mut self.buf,
                 work: &mut self.work,
+                policy: &mut self.policy,
             },
             &mut self.table,
             &mut self.flows,
@@ -823,6 +830,7 @@ pub(crate) fn make_room(
 pub(crate) fn refusal_reply(refusal: Refusal, proto: Proto) -> Option<Unreachable> {
     match refusal {
         Refusal::HostLoopbackDisabled | Refusal::Reserved => Some(Unreachable::Net),
+        Refusal::Denied => Some(Unreachable::Prohibited),
         Refusal::NotDns | Refusal::NoNameserver if proto != Proto::Icmp => Some(Unreachable::Port),
         Refusal::NotDns
         | Refusal::NoNameserver
@@ -843,8 +851,11 @@ pub(crate) fn refuse(
     what: std::fmt::Arguments<'_>,
     packet: &[u8],
 ) {
-    env.counters.refused += 1;
-    debug!("{} {what} refused: {refusal}", proto.name());
+    if refusal != Refusal::Denied {
+        // (a denial was counted and logged, rate-limited, by `egress::outbound`)
+        env.counters.refused += 1;
+        debug!("{} {what} refused: {refusal}", proto.name());
+    }
     if let Some(kind) = refusal_reply(refusal, proto) {
         let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
             stack.device.push_tx(f);

@@ -58,7 +58,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpListenEndpoint};
 
 use super::{flow_token, new_entry, Env, Flow as AnyFlow, HostEvent};
-use crate::nat::{FlowId, Key, Proto, Table};
+use crate::nat::{FlowId, Key, Proto, Refusal, Table};
 use crate::stack::emit::{Unreachable, L2};
 use crate::stack::Stack;
 use crate::sys;
@@ -109,6 +109,8 @@ pub struct Flow {
     /// While [`Phase::Connecting`]: when the host connect is given up
     /// ([`HOST_CONNECT_TIMEOUT_MS`] after the SYN), on the runtime clock.
     connect_deadline_ms: u64,
+    /// The guest opened it (the egress policy applies); false for port-forward connections.
+    outbound: bool,
 }
 
 /// How long an open flow may go without a word from the guest (an ACK of data, an answer to a
@@ -184,8 +186,10 @@ pub fn on_guest_syn(
     if table.lookup(&key).is_some() {
         return true; // a retransmitted SYN: smoltcp's socket already has it
     }
-    let target = match env.rules.outbound(Proto::Tcp, dst, &env.ns) {
+    let target = match super::egress::outbound(env, Proto::Tcp, src, dst) {
         Ok(t) => t,
+        // A denied connect fails at once: no listener, so smoltcp answers the SYN with RST.
+        Err(Refusal::Denied) if !env.policy.icmp_reply() => return true,
         Err(refusal) => {
             let what = format_args!("{src} -> {dst}");
             super::refuse(env, stack, l2, Proto::Tcp, refusal, what, packet);
@@ -357,6 +361,7 @@ impl Flow {
             syn,
             l2,
             connect_deadline_ms: u64::MAX,
+            outbound: phase == Phase::Connecting,
         }
     }
 
@@ -369,6 +374,18 @@ impl Flow {
             return Some(Instant::from_millis(ms));
         }
         stack.poll_at(now, &self.sockets)
+    }
+
+    /// Whether the guest opened this flow (not a port-forward connection).
+    pub fn is_outbound(&self) -> bool {
+        self.outbound
+    }
+
+    /// Reset both sides now (the egress policy no longer allows the flow): the host side at
+    /// once, the guest with a RST on the flow's next pass, after which it is removed.
+    pub fn abort(&mut self) {
+        self.reset_host();
+        self.sockets.get_mut::<Socket>(self.handle).abort();
     }
 
     /// Reset the host side now (the flow is being reclaimed).

@@ -70,7 +70,8 @@ pub fn on_guest_datagram(
     payload: &[u8],
     packet: &[u8],
 ) {
-    let target = match env.rules.outbound(Proto::Udp, dst, &env.ns) {
+    // Checked for every datagram, not only at flow creation: one flow serves every remote.
+    let target = match super::egress::outbound(env, Proto::Udp, src, dst) {
         // To one of tapir's own flow sockets (a port of theirs at an address of this host):
         // its datagrams would come back as "replies" from tapir itself and keep flows alive
         // as answered. The address is only looked at when the port matches.
@@ -192,6 +193,11 @@ fn create(
 }
 
 impl Flow {
+    /// The destinations remembered: (host target, address the guest sent to).
+    pub fn peers(&self) -> &[(SocketAddr, SocketAddr)] {
+        &self.peers
+    }
+
     fn remember(&mut self, target: SocketAddr, guest_dst: SocketAddr, dns: bool) {
         self.only_dns &= dns;
         if let Some(i) = self.peers.iter().position(|(t, _)| *t == target) {

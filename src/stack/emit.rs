@@ -62,6 +62,9 @@ pub enum Unreachable {
     Host,
     /// Port unreachable.
     Port,
+    /// Administratively prohibited (ICMPv4 type 3 code 13, ICMPv6 type 1 code 1): the egress
+    /// policy denied the flow.
+    Prohibited,
 }
 
 /// Builds frames into a reusable buffer.
@@ -268,6 +271,7 @@ impl Emitter {
                 Unreachable::Net => Icmpv4DstUnreachable::NetUnreachable,
                 Unreachable::Host => Icmpv4DstUnreachable::HostUnreachable,
                 Unreachable::Port => Icmpv4DstUnreachable::PortUnreachable,
+                Unreachable::Prohibited => Icmpv4DstUnreachable::CommProhibited,
             };
             let icmp = Icmpv4Repr::DstUnreachable {
                 reason,
@@ -288,6 +292,7 @@ impl Emitter {
                 Unreachable::Net => Icmpv6DstUnreachable::NoRoute,
                 Unreachable::Host => Icmpv6DstUnreachable::AddrUnreachable,
                 Unreachable::Port => Icmpv6DstUnreachable::PortUnreachable,
+                Unreachable::Prohibited => Icmpv6DstUnreachable::AdminProhibit,
             };
             let icmp = Icmpv6Repr::DstUnreachable {
                 reason,

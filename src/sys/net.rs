@@ -328,10 +328,32 @@ pub fn raise_fd_limit() -> io::Result<u64> {
 /// First address of the given family on interface `name` (`getifaddrs`), for
 /// `--outbound-addr=IFNAME`.
 pub fn interface_addr(name: &str, v6: bool) -> io::Result<Option<IpAddr>> {
+    let mut found = None;
+    each_ifaddr(|n, ip| {
+        if found.is_none() && n == name.as_bytes() && ip.is_ipv6() == v6 {
+            found = Some(ip);
+        }
+    })?;
+    Ok(found)
+}
+
+/// Every IPv4 and IPv6 address of this network namespace's interfaces (`getifaddrs`), for the
+/// egress policy's `--deny-private`.
+pub fn host_addrs() -> io::Result<Vec<IpAddr>> {
+    let mut all = Vec::new();
+    each_ifaddr(|_, ip| {
+        if !all.contains(&ip) {
+            all.push(ip);
+        }
+    })?;
+    Ok(all)
+}
+
+/// Call `f(interface name, address)` for every IPv4 and IPv6 address `getifaddrs` lists.
+fn each_ifaddr(mut f: impl FnMut(&[u8], IpAddr)) -> io::Result<()> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: head is a valid out-parameter; the list is freed below.
     cvt(unsafe { libc::getifaddrs(&mut head) })?;
-    let mut found = None;
     let mut cur = head;
     while !cur.is_null() {
         // SAFETY: cur is a node of the list getifaddrs returned, valid until freeifaddrs.
@@ -342,22 +364,15 @@ pub fn interface_addr(name: &str, v6: bool) -> io::Result<Option<IpAddr>> {
         }
         // SAFETY: ifa_name is a NUL-terminated string owned by the list.
         let n = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-        if n.to_bytes() != name.as_bytes() {
-            continue;
-        }
         // SAFETY: ifa_addr points at a sockaddr whose family field is always readable.
         let family = libc::c_int::from(unsafe { (*ifa.ifa_addr).sa_family });
-        if (family == libc::AF_INET6) != v6 || (family != libc::AF_INET && family != libc::AF_INET6)
-        {
-            continue;
-        }
+        let len = match family {
+            libc::AF_INET => size_of::<libc::sockaddr_in>(),
+            libc::AF_INET6 => size_of::<libc::sockaddr_in6>(),
+            _ => continue,
+        };
         // SAFETY: copy as many bytes as the family's sockaddr has into zeroed storage.
         let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let len = if v6 {
-            size_of::<libc::sockaddr_in6>()
-        } else {
-            size_of::<libc::sockaddr_in>()
-        };
         // SAFETY: ifa_addr points at a sockaddr of `family`, which is `len` bytes long.
         unsafe {
             std::ptr::copy_nonoverlapping(
@@ -366,12 +381,13 @@ pub fn interface_addr(name: &str, v6: bool) -> io::Result<Option<IpAddr>> {
                 len,
             )
         };
-        found = from_sockaddr(&ss).map(|a| a.ip());
-        break;
+        if let Some(a) = from_sockaddr(&ss) {
+            f(n.to_bytes(), a.ip());
+        }
     }
     // SAFETY: head came from getifaddrs and is freed exactly once.
     unsafe { libc::freeifaddrs(head) };
-    Ok(found)
+    Ok(())
 }
 
 /// Whether this network namespace has an interface called `name` (`if_nametoindex`).
