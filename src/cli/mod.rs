@@ -252,6 +252,7 @@ pub fn usage(argv0: &str) -> String {
          \n\
          tapir extensions:\n\
          -p, --publish=[ADDR:]HPORT:GPORT[/udp]  forward a host port to the guest (podman syntax, repeatable)\n\
+         --cidr6=PREFIX/64        IPv6 prefix with -6 (default=fd00::/64; gateway PREFIX::2, DNS PREFIX::3)\n\
          --debug                  log every flow and frame decision to stderr\n\
          --disable-offload        plain frames on the tap: no TCP segmentation/checksum offload\n\
          --busy-poll=USEC         poll up to USEC (adaptive, default 50, max 1000, 0=off) before sleeping\n\

@@ -68,6 +68,7 @@ pub fn run_usage(argv0: &str) -> String {
          -e, --exit-fd=FD         specify the FD for terminating tapir\n\
          -r, --ready-fd=FD        specify the FD to write to when the network is configured\n\
          --cidr=CIDR              specify network address CIDR (default={net}/{prefix})\n\
+         --cidr6=PREFIX/64        IPv6 prefix with -6 (default=fd00::/64; gateway PREFIX::2, DNS PREFIX::3)\n\
          --disable-host-loopback  prohibit connecting to 127.0.0.1:* on the host namespace\n\
          --enable-sandbox         create a new mount namespace (and drop all caps except CAP_NET_BIND_SERVICE if running as the root)\n\
          --enable-seccomp         enable seccomp to limit syscalls\n\
