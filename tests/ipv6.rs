@@ -89,3 +89,164 @@ fn cidr6_refuses_bad_prefixes() {
         );
     }
 }
+
+/// A background server inside the guest's network namespace, killed on drop.
+fn in_guest(g: &Guest, script: &str) -> Bg {
+    let child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "exec nsenter -t {} -n sh -c 'exec {}'",
+                g.pid,
+                script.replace('\'', "'\\''")
+            ),
+        ])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Bg(child)
+}
+
+fn add(
+    sock: &std::path::Path,
+    proto: &str,
+    host: &str,
+    port: u16,
+    guest: &str,
+    gport: u16,
+) -> String {
+    api(
+        sock,
+        &format!(
+            r#"{{"execute":"add_hostfwd","arguments":{{"proto":"{proto}","host_addr":"{host}","host_port":{port},"guest_addr":"{guest}","guest_port":{gport}}}}}"#
+        ),
+    )
+}
+
+/// Another local IPv6 address of the private host namespace (a client that keeps its address).
+const OTHER: &str = "2001:db8:77::1";
+
+#[test]
+fn ipv6_forwards_reach_the_learned_guest_address_with_client_addresses() {
+    let Some(host) = host() else { return };
+    need!("python3", "ncat", "ss", "nsenter");
+    let dir = Scratch::new("v6fwd");
+    let sock = dir.path("api.sock");
+    let sock_s = sock.to_string_lossy().into_owned();
+    let peers = dir.path("peers");
+    let g = host.guest(As::Runner);
+    // Before the guest's address is known, -p already names it: `::`.
+    let _srv = in_guest(
+        &g,
+        &format!(
+            "python3 {}/tcpserve.py greet :: 8080 > {}",
+            tools(),
+            peers.display()
+        ),
+    );
+    let _udp = in_guest(
+        &g,
+        &format!("python3 {}/tcpserve.py udpecho :: 5353", tools()),
+    );
+    let pid = g.pid.to_string();
+    let mut t = Tapir::spawn(
+        &host,
+        As::Runner,
+        &[
+            "-c",
+            "-6",
+            "--api-socket",
+            &sock_s,
+            "-p",
+            "[::1]:18310:[::]:8080",
+            &pid,
+            "tap0",
+        ],
+        false,
+    );
+    t.wait_ready();
+    host.sh(
+        As::Runner,
+        &format!("ip -6 addr add {OTHER}/128 dev lo nodad"),
+    );
+    let addr = slaac(&g, &t, "fd00:");
+    wait_until(Duration::from_secs(5), || {
+        g.sh_any("ss -tln | grep -q ':8080 ' && ss -uln | grep -q ':5353 '")
+            .status
+            .success()
+    });
+
+    // The API: IPv6 host and guest addresses, TCP and UDP, an IPv4 host to the IPv6 guest.
+    assert_eq!(
+        add(&sock, "tcp", "::", 18311, "::", 8080),
+        r#"{"return":{"id":2}}"#
+    );
+    assert_eq!(
+        add(&sock, "udp", "::1", 18312, "::", 5353),
+        r#"{"return":{"id":3}}"#
+    );
+    assert_eq!(
+        add(&sock, "tcp", "127.0.0.1", 18313, &addr, 8080),
+        r#"{"return":{"id":4}}"#
+    );
+    // tapir ctl with the same syntax as -p.
+    let (code, out, err) = run_cli(&["ctl", &sock_s, "add", "[::1]:18314:[::]:8080"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out.trim(), r#"{"return":{"id":5}}"#);
+    // Unusable guest addresses are refused.
+    for bad in ["fd00::2", "fd01::1", "fe80::1"] {
+        assert_eq!(
+            add(&sock, "tcp", "::1", 18319, bad, 80),
+            r#"{"error":{"desc":"bad request: add_hostfwd: bad arguments.guest_addr"}}"#,
+            "{bad}"
+        );
+    }
+    let list = api(&sock, r#"{"execute":"list_hostfwd"}"#);
+    for entry in [
+        r#"{"id":1,"proto":"tcp","host_addr":"::1","host_port":18310,"guest_addr":"::","guest_port":8080}"#,
+        r#"{"id":2,"proto":"tcp","host_addr":"::","host_port":18311,"guest_addr":"::","guest_port":8080}"#,
+        r#"{"id":3,"proto":"udp","host_addr":"::1","host_port":18312,"guest_addr":"::","guest_port":5353}"#,
+    ] {
+        assert!(list.contains(entry), "{list}");
+    }
+    assert!(
+        list.contains(&format!(r#""guest_addr":"{addr}""#)),
+        "{list}"
+    );
+
+    // TCP: a loopback client appears as the IPv6 gateway, another address as itself.
+    let clients = [
+        "ncat ::1 18310",
+        &format!("ncat -s {OTHER} {OTHER} 18311"),
+        "ncat 127.0.0.1 18313",
+        "ncat ::1 18314",
+    ];
+    for c in clients {
+        let out = host.sh(As::Runner, &format!("{c} </dev/null"));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ok\n",
+            "{c}: {out:?}\n{}",
+            t.logs()
+        );
+    }
+    wait_until(Duration::from_secs(3), || read(&peers).lines().count() >= 4);
+    assert_eq!(
+        read(&peers),
+        format!("peer fd00::2\npeer {OTHER}\npeer fd00::2\npeer fd00::2\n")
+    );
+
+    // UDP over IPv6, both ways (up to three tries on a loaded machine).
+    let mut ok = false;
+    for _ in 0..3 {
+        let o = host.sh(
+            As::Runner,
+            "(echo udp6-fwd; sleep 2) | ncat -u -w 3 ::1 18312",
+        );
+        if o.stdout == b"udp6-fwd\n" {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "no UDP echo over IPv6\n{}", t.logs());
+}

@@ -703,8 +703,13 @@ impl Config {
             publish: opts
                 .publish
                 .iter()
-                .map(|p| forward::parse_publish(p, &net))
-                .collect::<Result<_, _>>()?,
+                .map(|p| {
+                    let f = forward::parse_publish(p, &net)?;
+                    forward::check_guest(&f, opts.enable_ipv6.then_some(&net6))
+                        .map_err(|why| ConfigError::Publish(p.clone(), why.to_owned()))?;
+                    Ok(f)
+                })
+                .collect::<Result<_, ConfigError>>()?,
             debug: opts.debug,
             offload: !opts.disable_offload,
             busy_poll_us: opts.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US),
