@@ -17,7 +17,7 @@ use super::{CliError, Command};
 pub enum CtlAction {
     /// `list`: the forwards.
     List,
-    /// `add [ADDR:]HPORT:GPORT[/udp]`: a new forward (podman's publish syntax).
+    /// `add [ADDR:]HPORT:[[GUEST6]:]GPORT[/udp]`: a new forward (`-p`'s syntax).
     Add(String),
     /// `remove ID`.
     Remove(u64),
@@ -29,7 +29,7 @@ pub enum CtlAction {
 pub fn ctl_usage(argv0: &str) -> String {
     format!(
         "Usage: {argv0} ctl SOCKET list\n\
-         \x20      {argv0} ctl SOCKET add [HOST_ADDR:]HOST_PORT:GUEST_PORT[/udp]\n\
+         \x20      {argv0} ctl SOCKET add [HOST_ADDR:]HOST_PORT:[[GUEST6]:]GUEST_PORT[/udp]\n\
          \x20      {argv0} ctl SOCKET remove ID\n\
          \x20      {argv0} ctl SOCKET info\n\
          Talk to the API socket (--api-socket) of a running tapir or slirp4netns and print the\n\
