@@ -250,3 +250,51 @@ fn ipv6_forwards_reach_the_learned_guest_address_with_client_addresses() {
     }
     assert!(ok, "no UDP echo over IPv6\n{}", t.logs());
 }
+
+/// Host side: answer every datagram with one of 4000 bytes.
+const BIG_REPLY: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.bind(("::1", int(sys.argv[1])))
+while True:
+    _, peer = s.recvfrom(100)
+    s.sendto(bytes(range(250)) * 16, peer)
+"#;
+
+/// Guest side: ask, print the length of the answer and whether it is intact.
+const ASK_BIG: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(2)
+for attempt in range(3):
+    s.sendto(b"big?", (sys.argv[1], int(sys.argv[2])))
+    try:
+        data = s.recv(65535)
+        print(len(data), data == bytes(range(250)) * 16)
+        break
+    except socket.timeout:
+        pass
+"#;
+
+#[test]
+fn ipv6_udp_reply_larger_than_the_mtu_arrives_in_fragments() {
+    let Some(host) = host() else { return };
+    need!("python3");
+    let dir = Scratch::new("v6frag");
+    let (srv, ask) = (dir.path("big.py"), dir.path("ask.py"));
+    std::fs::write(&srv, BIG_REPLY).unwrap();
+    std::fs::write(&ask, ASK_BIG).unwrap();
+    let _srv = host.spawn(As::Runner, &format!("python3 {} 18330", srv.display()));
+    host.wait_listening(18330, true);
+    let dir_s = dir.0.display().to_string();
+    let api_sock = format!("{dir_s}/api.sock");
+    let (g, t) = host.start(&["-c", "-6", "--mtu=1500", "--api-socket", &api_sock]);
+    slaac(&g, &t, "fd00:");
+    let out = g.ok(&format!("python3 {} fd00::2 18330", ask.display()));
+    assert_eq!(out.trim(), "4000 True", "{}", t.logs());
+    let info = get_info(std::path::Path::new(&api_sock));
+    assert!(
+        info["return"]["udp6_fragmented"].as_u64() >= Some(1),
+        "{info}"
+    );
+}

@@ -307,6 +307,7 @@ impl Proxy {
             "early_drops": c.early_drops,
             "dropped": c.dropped,
             "fragments": c.fragments,
+            "udp6_fragmented": self.emitter.fragmented_v6(),
             "reassembly_dropped": self.reassembler.dropped(),
         })
     }
