@@ -298,3 +298,23 @@ fn ipv6_udp_reply_larger_than_the_mtu_arrives_in_fragments() {
         "{info}"
     );
 }
+
+#[test]
+fn tapir_run_with_cidr6_names_the_moved_dns_and_gets_slaac() {
+    let Some(host) = host() else { return };
+    let b = shared_bin();
+    let script = "for i in $(seq 50); do ip -6 addr show dev tap0 scope global -tentative \
+                  | grep -q 'inet6 fd42:7a:1:2:' && break; sleep 0.2; done; \
+                  cat /etc/resolv.conf; ip -6 -o addr show dev tap0 scope global";
+    let out = host.sh(
+        As::Runner,
+        &format!(
+            "{} run -6 --cidr6={PREFIX}/64 -- sh -c {}",
+            b.display(),
+            shell_quote(script)
+        ),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("nameserver {PREFIX}3\n")), "{out:?}");
+    assert!(text.contains("inet6 fd42:7a:1:2:"), "{out:?}");
+}
