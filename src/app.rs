@@ -597,7 +597,7 @@ pub fn attach(cfg: &Config) -> Result<i32, Error> {
 fn write_run_resolv_conf(cfg: &Config) -> Option<tempfile_path::TempPath> {
     let mut content = format!("nameserver {}\n", cfg.net.dns());
     if cfg.ipv6 {
-        content.push_str(&format!("nameserver {}\n", crate::config::ipv6::DNS));
+        content.push_str(&format!("nameserver {}\n", cfg.net6.dns));
     }
     tempfile_path::TempPath::create("resolv.conf", content.as_bytes())
         .map_err(|e| warn!("cannot write a resolv.conf for the command: {e}"))

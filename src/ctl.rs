@@ -43,16 +43,21 @@ pub fn request(action: &CtlAction) -> Result<String, String> {
             serde_json::json!({"execute": "remove_hostfwd", "arguments": {"id": id}}).to_string()
         }
         CtlAction::Add(spec) => {
-            // The guest address is left empty: the server defaults it to its own N+100, which
-            // the client cannot know (it may run with another --cidr).
+            // Without a bracketed IPv6 guest address the guest address is left empty: the server
+            // defaults it to its own N+100, which the client cannot know (it may run with
+            // another --cidr).
             let f = parse_publish(spec, &Network::default()).map_err(|e| e.to_string())?;
+            let guest = match f.guest_addr {
+                std::net::IpAddr::V6(a) => a.to_string(),
+                std::net::IpAddr::V4(_) => String::new(),
+            };
             serde_json::json!({
                 "execute": "add_hostfwd",
                 "arguments": {
                     "proto": match f.proto { Proto::Tcp => "tcp", Proto::Udp => "udp" },
                     "host_addr": f.host_addr.to_string(),
                     "host_port": f.host_port,
-                    "guest_addr": "",
+                    "guest_addr": guest,
                     "guest_port": f.guest_port,
                 }
             })
@@ -126,5 +131,9 @@ mod tests {
         let rm = request(&CtlAction::Remove(3)).unwrap();
         assert_eq!(rm, r#"{"arguments":{"id":3},"execute":"remove_hostfwd"}"#);
         assert!(request(&CtlAction::Add("nonsense".into())).is_err());
+        let add = request(&CtlAction::Add("[::1]:8080:[::]:80".into())).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&add).unwrap();
+        assert_eq!(v["arguments"]["host_addr"], "::1");
+        assert_eq!(v["arguments"]["guest_addr"], "::");
     }
 }

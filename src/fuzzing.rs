@@ -737,6 +737,7 @@ pub fn api_request(data: &[u8]) {
             forwards: &mut forwards,
             registry: poll.registry(),
             default_guest: Network::default().guest(),
+            net6: Some(crate::config::Network6::default()),
             info: &info,
             removed: Vec::new(),
             table: &table,

@@ -716,6 +716,7 @@ impl<'c> Runtime<'c> {
             forwards: &mut self.forwards,
             registry: self.poll.registry(),
             default_guest: self.cfg.net.guest(),
+            net6: self.cfg.ipv6.then_some(self.cfg.net6),
             info: &info,
             removed: Vec::new(),
             table: proxy.table(),

@@ -101,8 +101,13 @@ fn every_error_string_is_slirp4netns_s() {
             "bad request: add_hostfwd: bad arguments.proto",
         ),
         (
-            r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"::1","host_port":1,"guest_port":1}}"#,
+            r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_addr":"[::1]","host_port":1,"guest_port":1}}"#,
             "bad request: add_hostfwd: bad arguments.host_addr",
+        ),
+        (
+            // An IPv6 guest needs -6.
+            r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_port":18200,"guest_addr":"::","guest_port":80}}"#,
+            "bad request: add_hostfwd: bad arguments.guest_addr",
         ),
         (
             r#"{"execute":"add_hostfwd","arguments":{"proto":"tcp","host_port":"23502","guest_port":1}}"#,

@@ -527,9 +527,16 @@ fn syn_flood_unanswered_fills_the_table() {
 fn silent_net(host: &HostNs) -> Bg {
     let sink = host.spawn(As::Runner, "unshare -n sleep 3600");
     let pid = sink.0.id();
+    // The process is nsenter, then sh, then unshare, then sleep: only as `sleep` is it in
+    // the sink namespace (before, its namespace may be the runner's own, and the veth's peer
+    // must never land there).
     wait_until(Duration::from_secs(5), || {
-        std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
-            != std::fs::read_link(format!("/proc/{}/ns/net", host.pid)).ok()
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let ns = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        comm.trim() == "sleep"
+            && ns.is_some()
+            && ns != std::fs::read_link(format!("/proc/{}/ns/net", host.pid)).ok()
+            && ns != std::fs::read_link("/proc/self/ns/net").ok()
     });
     let out = host.sh(
         As::Runner,

@@ -45,6 +45,8 @@ use log::{debug, info, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry};
 
+use crate::config::forward::{check_guest, ForwardSpec};
+use crate::config::Network6;
 use crate::forward::{AddError, ForwardTable};
 use crate::nat::journal::Event;
 use outbox::Outbox;
@@ -123,6 +125,8 @@ pub struct Handler<'a> {
     pub registry: &'a Registry,
     /// Default guest address (N+100).
     pub default_guest: Ipv4Addr,
+    /// The IPv6 network when IPv6 is on (`-6`), for IPv6 guest addresses.
+    pub net6: Option<Network6>,
     /// Counters for `get_info` (called only for that request).
     pub info: &'a dyn Fn() -> serde_json::Value,
     /// Forwards removed by this request (the caller drops their UDP sessions).
@@ -503,6 +507,18 @@ fn complete_json(buf: &[u8]) -> bool {
     }
 }
 
+/// Whether the guest address of an `add_hostfwd` cannot be used (IPv6 without `-6`, outside the
+/// prefix, ...); logs why, since the reply can only say `bad arguments.guest_addr`.
+fn unusable_guest(spec: &ForwardSpec, net6: Option<&Network6>) -> bool {
+    match check_guest(spec, net6) {
+        Ok(()) => false,
+        Err(why) => {
+            warn!("add_hostfwd: {spec}: {why}");
+            true
+        }
+    }
+}
+
 /// Perform one request: the reply, and for `watch_flows` the subscriber's filter.
 fn answer(
     bytes: &[u8],
@@ -516,6 +532,9 @@ fn answer(
         Err(e) => return (proto::render_error(&e), None),
     };
     let reply = match req {
+        Request::AddHostfwd(spec) if unusable_guest(&spec, h.net6.as_ref()) => {
+            proto::render_error(&ApiError::BadGuestAddr)
+        }
         Request::AddHostfwd(spec) => match h.forwards.add(spec, h.registry) {
             Ok(id) => {
                 info!("forward {id}: {spec}");

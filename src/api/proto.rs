@@ -30,7 +30,11 @@
 //!   70000 & 0xffff);
 //! - an address that is present but neither a string nor `null` is bad (slirp4netns silently
 //!   takes the default);
-//! - a `remove_hostfwd` id must be a number that truncates to at least 1.
+//! - a `remove_hostfwd` id must be a number that truncates to at least 1;
+//! - `host_addr` and `guest_addr` may be IPv6 (slirp4netns refuses them: slirp4netns #253,
+//!   podman #13229); a missing guest address is still N+100, also for an IPv6 host address,
+//!   and `::` is the guest's learned IPv6 address (the server checks the IPv6 ones against its
+//!   network: [`crate::config::forward::check_guest`]).
 //!
 //! `get_info`, `get_stats`, `list_flows` and `watch_flows` are tapir extensions; the caller
 //! supplies counters and flows, and `super::flows` parses the flow filters.
@@ -109,13 +113,13 @@ pub enum ApiError {
     /// `add_hostfwd`: `proto` is not exactly `"tcp"` or `"udp"`.
     #[error("bad request: add_hostfwd: bad arguments.proto")]
     BadProto,
-    /// `add_hostfwd`: `host_addr` is not an IPv4 address.
+    /// `add_hostfwd`: `host_addr` is not an IPv4 or IPv6 address.
     #[error("bad request: add_hostfwd: bad arguments.host_addr")]
     BadHostAddr,
     /// `add_hostfwd`: `host_port` is not a number in 1..=65535.
     #[error("bad request: add_hostfwd: bad arguments.host_port")]
     BadHostPort,
-    /// `add_hostfwd`: `guest_addr` is not an IPv4 address.
+    /// `add_hostfwd`: `guest_addr` is not an IPv4 or IPv6 address, or not usable.
     #[error("bad request: add_hostfwd: bad arguments.guest_addr")]
     BadGuestAddr,
     /// `add_hostfwd`: `guest_port` is not a number in 1..=65535.
@@ -219,24 +223,24 @@ fn parse_add_hostfwd(
         Some("udp") => Proto::Udp,
         _ => return Err(ApiError::BadProto),
     };
-    let host_addr =
-        parse_addr(args.get("host_addr"), Ipv4Addr::UNSPECIFIED).ok_or(ApiError::BadHostAddr)?;
+    let host_addr = parse_addr(args.get("host_addr"), Ipv4Addr::UNSPECIFIED.into())
+        .ok_or(ApiError::BadHostAddr)?;
     let host_port = parse_port(args.get("host_port")).ok_or(ApiError::BadHostPort)?;
     let guest_addr =
-        parse_addr(args.get("guest_addr"), default_guest).ok_or(ApiError::BadGuestAddr)?;
+        parse_addr(args.get("guest_addr"), default_guest.into()).ok_or(ApiError::BadGuestAddr)?;
     let guest_port = parse_port(args.get("guest_port")).ok_or(ApiError::BadGuestPort)?;
     Ok(ForwardSpec {
         proto,
-        host_addr: IpAddr::V4(host_addr),
+        host_addr,
         host_port,
-        guest_addr: IpAddr::V4(guest_addr),
+        guest_addr,
         guest_port,
     })
 }
 
-/// An IPv4 address field: missing, `null` or `""` is `default`; otherwise a dotted quad
-/// (`inet_pton(AF_INET)` rules: no leading zeros, no IPv6).
-fn parse_addr(v: Option<&Value>, default: Ipv4Addr) -> Option<Ipv4Addr> {
+/// An address field: missing, `null` or `""` is `default`; otherwise a dotted quad
+/// (`inet_pton(AF_INET)` rules: no leading zeros) or an IPv6 address (no brackets, no scope).
+fn parse_addr(v: Option<&Value>, default: IpAddr) -> Option<IpAddr> {
     match v {
         None | Some(Value::Null) => Some(default),
         Some(Value::String(s)) if s.is_empty() => Some(default),
@@ -654,11 +658,31 @@ mod tests {
             err_reply(add(r#""proto":"tcp","host_port":"23502","guest_port":80"#)),
             r#"{"error":{"desc":"bad request: add_hostfwd: bad arguments.host_port"}}"#
         );
+        // IPv6 (refused by slirp4netns): the guest is still N+100 unless named.
+        let v6 = |h: &str, g: &str| ForwardSpec {
+            proto: Proto::Tcp,
+            host_addr: h.parse().unwrap(),
+            host_port: 23503,
+            guest_addr: g.parse().unwrap(),
+            guest_port: 80,
+        };
         assert_eq!(
-            err_reply(add(
-                r#""proto":"tcp","host_addr":"::1","host_port":23503,"guest_port":80"#
-            )),
-            r#"{"error":{"desc":"bad request: add_hostfwd: bad arguments.host_addr"}}"#
+            add(r#""proto":"tcp","host_addr":"::1","host_port":23503,"guest_port":80"#),
+            Ok(Request::AddHostfwd(v6("::1", "10.0.2.100")))
+        );
+        assert_eq!(
+            add(
+                r#""proto":"tcp","host_addr":"::","host_port":23503,"guest_addr":"::","guest_port":80"#
+            ),
+            Ok(Request::AddHostfwd(v6("::", "::")))
+        );
+        assert_eq!(
+            add(r#""proto":"tcp","host_addr":"[::1]","host_port":23503,"guest_port":80"#),
+            Err(ApiError::BadHostAddr)
+        );
+        assert_eq!(
+            add(r#""proto":"tcp","host_addr":"fe80::1%lo","host_port":23503,"guest_port":80"#),
+            Err(ApiError::BadHostAddr)
         );
         assert_eq!(
             err_reply(add(r#""proto":"sctp","host_port":23504,"guest_port":80"#)),
@@ -781,6 +805,13 @@ mod tests {
         );
         assert_eq!(
             add(r#""proto":"tcp","host_port":1,"guest_addr":"fd00::100","guest_port":2"#),
+            Ok(Request::AddHostfwd(ForwardSpec {
+                guest_addr: "fd00::100".parse().unwrap(),
+                ..spec(Proto::Tcp, [0, 0, 0, 0], 1, [0, 0, 0, 0], 2)
+            }))
+        );
+        assert_eq!(
+            add(r#""proto":"tcp","host_port":1,"guest_addr":"fd00::1::2","guest_port":2"#),
             Err(ApiError::BadGuestAddr)
         );
         assert_eq!(

@@ -21,7 +21,7 @@ pub use conntrack::ConntrackOpts;
 pub enum CtlAction {
     /// `list`: the forwards.
     List,
-    /// `add [ADDR:]HPORT:GPORT[/udp]`: a new forward (podman's publish syntax).
+    /// `add [ADDR:]HPORT:[[GUEST6]:]GPORT[/udp]`: a new forward (`-p`'s syntax).
     Add(String),
     /// `remove ID`.
     Remove(u64),
@@ -44,7 +44,7 @@ pub enum CtlAction {
 pub fn ctl_usage(argv0: &str) -> String {
     format!(
         "Usage: {argv0} ctl SOCKET list\n\
-         \x20      {argv0} ctl SOCKET add [HOST_ADDR:]HOST_PORT:GUEST_PORT[/udp]\n\
+         \x20      {argv0} ctl SOCKET add [HOST_ADDR:]HOST_PORT:[[GUEST6]:]GUEST_PORT[/udp]\n\
          \x20      {argv0} ctl SOCKET remove ID\n\
          \x20      {argv0} ctl SOCKET info\n\
          \x20      {argv0} ctl SOCKET conntrack [-p PROTO] [--addr ADDR] [--dst ADDR] [--state STATE] [-o json] [--watch]\n\

@@ -252,7 +252,8 @@ pub fn usage(argv0: &str) -> String {
          {SLIRP4NETNS_HELP_BODY}\
          \n\
          tapir extensions:\n\
-         -p, --publish=[ADDR:]HPORT:GPORT[/udp]  forward a host port to the guest (podman syntax, repeatable)\n\
+         -p, --publish=[ADDR:]HPORT:[[GUEST6]:]GPORT[/udp]  forward a host port to the guest (podman syntax, repeatable; [::] as GUEST6: the guest's IPv6 address)\n\
+         --cidr6=PREFIX/64        IPv6 prefix with -6 (default=fd00::/64; gateway PREFIX::2, DNS PREFIX::3)\n\
          --debug                  log every flow and frame decision to stderr\n\
          --disable-offload        plain frames on the tap: no TCP segmentation/checksum offload\n\
          --busy-poll=USEC         poll up to USEC (adaptive, default 50, max 1000, 0=off) before sleeping\n\

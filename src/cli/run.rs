@@ -64,10 +64,11 @@ pub fn run_usage(argv0: &str) -> String {
          -m, --mtu=MTU            specify MTU (default={run_mtu}, min={min_mtu}, max={max_mtu})\n\
          -6, --enable-ipv6        enable IPv6\n\
          -a, --api-socket=PATH    specify API socket path\n\
-         -p, --publish=[ADDR:]HPORT:GPORT[/udp]  forward a host port to the guest (podman syntax, repeatable)\n\
+         -p, --publish=[ADDR:]HPORT:[[GUEST6]:]GPORT[/udp]  forward a host port to the guest (podman syntax, repeatable; [::] as GUEST6: the guest's IPv6 address)\n\
          -e, --exit-fd=FD         specify the FD for terminating tapir\n\
          -r, --ready-fd=FD        specify the FD to write to when the network is configured\n\
          --cidr=CIDR              specify network address CIDR (default={net}/{prefix})\n\
+         --cidr6=PREFIX/64        IPv6 prefix with -6 (default=fd00::/64; gateway PREFIX::2, DNS PREFIX::3)\n\
          --disable-host-loopback  prohibit connecting to 127.0.0.1:* on the host namespace\n\
          --enable-sandbox         create a new mount namespace (and drop all caps except CAP_NET_BIND_SERVICE if running as the root)\n\
          --enable-seccomp         enable seccomp to limit syscalls\n\

@@ -74,6 +74,7 @@ pub(super) enum Opt {
     SpliceForwards,
     AutoForward,
     Policy(super::policy::PolicyOpt),
+    Cidr6,
 }
 
 /// slirp4netns HEAD's `longopts`, in its order (which is the order of the `possibilities` in an
@@ -134,7 +135,8 @@ const SHORT_OPTIONS: &[ShortOpt<Opt>] = &[
 /// slirp4netns's option table for the getopt engine.
 static TABLE: Table<Opt> = Table {
     long: LONG_OPTIONS,
-    extra: &[],
+    // Apart, so that `--ci`, `--cid` stay `--cidr` as in slirp4netns.
+    extra: &[long("cidr6", true, Opt::Cidr6)],
     short: SHORT_OPTIONS,
 };
 
@@ -261,6 +263,7 @@ pub(super) fn scan<'a>(
             Opt::ReadyFd => o.ready_fd = Some(parse_fd_option(arg(), "ready-fd")?),
             Opt::Mtu => o.mtu = Some(parse_mtu(arg())?),
             Opt::Cidr => o.cidr = Some(utf8(arg(), "--cidr")?),
+            Opt::Cidr6 => o.cidr6 = Some(utf8(arg(), "--cidr6")?),
             Opt::NoHostLoopback => {
                 scan.warnings.push(WARN_NO_HOST_LOOPBACK.to_owned());
                 o.disable_host_loopback = true;
@@ -623,6 +626,10 @@ mod tests {
             attach(&["--ci=10.0.3.0/24", "1", "t"]).cidr.as_deref(),
             Some("10.0.3.0/24")
         );
+        // tapir's --cidr6 never steals slirp4netns's abbreviations of --cidr.
+        let o = attach(&["--cidr=10.0.3.0/24", "--cidr6", "fd00:1::/64", "1", "t"]);
+        assert_eq!(o.cidr.as_deref(), Some("10.0.3.0/24"));
+        assert_eq!(o.cidr6.as_deref(), Some("fd00:1::/64"));
         assert_eq!(
             attach(&["--pub", "1:2", "1", "t"]).publish,
             vec!["1:2".to_owned()]

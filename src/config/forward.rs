@@ -7,28 +7,33 @@
 //! plain value: who owns the listening socket and which id it gets is decided elsewhere (the
 //! forward table). Both producers build the same type:
 //!
-//! - `api::proto` builds it from slirp4netns's `add_hostfwd` JSON (IPv4 only, as slirp4netns);
+//! - `api::proto` builds it from slirp4netns's `add_hostfwd` JSON (IPv4 or IPv6 addresses);
 //! - [`parse_publish`] builds it from a podman-style `-p/--publish` string:
 //!
 //! ```text
-//! [HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]
+//! [HOST_ADDR:]HOST_PORT:[[GUEST6]:]GUEST_PORT[/tcp|/udp]
 //! 8080:80                  0.0.0.0:8080  -> N+100:80   tcp
 //! 127.0.0.1:8080:80/udp    127.0.0.1:8080 -> N+100:80  udp
 //! [::1]:8080:80            [::1]:8080    -> N+100:80   tcp
+//! [::1]:8080:[::]:80       [::1]:8080    -> [::]:80    tcp (the guest's learned IPv6 address)
 //! ```
 //!
-//! An IPv6 host address must be written in brackets (otherwise its colons would be ambiguous).
-//! The guest address is always the recommended guest address N+100 ([`Network::guest`]), which
-//! is where `--configure`, podman and rootlesskit put the container. Ports are 1..=65535; port
+//! An IPv6 address must be written in brackets (otherwise its colons would be ambiguous).
+//! Without a guest address the guest is the recommended guest address N+100
+//! ([`Network::guest`]), which is where `--configure`, podman and rootlesskit put the container,
+//! whatever the host address's family. A bracketed IPv6 guest address (a tapir extension) sends
+//! the forward to the guest over IPv6; `::` means "the guest's own address in the IPv6 prefix",
+//! which tapir learns from the guest's traffic (SLAAC gives it no fixed address) when a client
+//! comes; [`check_guest`] says which IPv6 guest addresses are usable. Ports are 1..=65535; port
 //! ranges and "any free host port" (an empty or zero host port) are not supported, because one
 //! spec is one listener.
 //!
-//! Invariants of every value built here: both ports are non-zero and the guest address is IPv4.
-//! This module is pure: it opens no sockets and reads no files.
+//! Invariants of every value built here: both ports are non-zero. This module is pure: it opens
+//! no sockets and reads no files.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::config::{ConfigError, Network};
+use crate::config::{ConfigError, Network, Network6};
 
 /// Transport protocol of a port forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,7 +63,8 @@ pub struct ForwardSpec {
     pub host_addr: IpAddr,
     /// Host port to listen on, 1..=65535.
     pub host_port: u16,
-    /// Guest address to relay to (N+100 unless the API request names another).
+    /// Guest address to relay to (N+100 unless the API request names another; `::`: the
+    /// guest's learned IPv6 address).
     pub guest_addr: IpAddr,
     /// Guest port to relay to, 1..=65535.
     pub guest_port: u16,
@@ -89,8 +95,50 @@ impl std::fmt::Display for ForwardSpec {
     }
 }
 
-/// Parse one `-p/--publish` value (`[HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]`, IPv6 host
-/// address in brackets) for the network `net`. The guest address is always `net.guest()`.
+/// Whether the guest address of `spec` is usable with the IPv6 network `net6` (`None`: IPv6 is
+/// off): IPv4 guests always are (the caller's network decides); an IPv6 one must be `::` (the
+/// learned address) or a unicast address of the prefix that is not one of tapir's own.
+pub fn check_guest(spec: &ForwardSpec, net6: Option<&Network6>) -> Result<(), &'static str> {
+    let IpAddr::V6(a) = spec.guest_addr else {
+        return Ok(());
+    };
+    let Some(n) = net6 else {
+        return Err("an IPv6 guest address needs IPv6 (-6)");
+    };
+    if a.is_unspecified() {
+        return Ok(());
+    }
+    if !n.contains(a) || a.is_multicast() {
+        return Err("the IPv6 guest address is not in the guest's prefix");
+    }
+    if a == n.prefix || a == n.gateway || a == n.dns || Some(a) == n.loopback_alias {
+        return Err("the IPv6 guest address is one of tapir's own");
+    }
+    Ok(())
+}
+
+/// `...HOST_PORT:[GUEST6]:GUEST_PORT` becomes (`...HOST_PORT:GUEST_PORT`, `Some(GUEST6)`);
+/// anything else is returned unchanged with `None`.
+fn split_guest6(body: &str) -> Result<(String, Option<Ipv6Addr>), String> {
+    let unchanged = || Ok((body.to_owned(), None));
+    let Some((front, gport)) = body.rsplit_once(':') else {
+        return unchanged();
+    };
+    let Some((hpart, addr)) = front
+        .strip_suffix(']')
+        .and_then(|inner| inner.rsplit_once(":["))
+    else {
+        return unchanged();
+    };
+    let addr: Ipv6Addr = addr
+        .parse()
+        .map_err(|_| format!("invalid IPv6 guest address {addr:?}"))?;
+    Ok((format!("{hpart}:{gport}"), Some(addr)))
+}
+
+/// Parse one `-p/--publish` value (`[HOST_ADDR:]HOST_PORT:[[GUEST6]:]GUEST_PORT[/tcp|/udp]`,
+/// IPv6 addresses in brackets) for the network `net`. The guest address is `net.guest()` unless
+/// an IPv6 one is given (see [`check_guest`] for which are usable).
 pub fn parse_publish(s: &str, net: &Network) -> Result<ForwardSpec, ConfigError> {
     let err = |reason: String| ConfigError::Publish(s.to_owned(), reason);
 
@@ -104,6 +152,8 @@ pub fn parse_publish(s: &str, net: &Network) -> Result<ForwardSpec, ConfigError>
             )))
         }
     };
+    let (body, guest6) = split_guest6(body).map_err(err)?;
+    let body = body.as_str();
 
     let (host_addr, ports) = if let Some(rest) = body.strip_prefix('[') {
         let (addr, rest) = rest
@@ -153,7 +203,7 @@ pub fn parse_publish(s: &str, net: &Network) -> Result<ForwardSpec, ConfigError>
         proto,
         host_addr,
         host_port,
-        guest_addr: IpAddr::V4(net.guest()),
+        guest_addr: guest6.map_or(IpAddr::V4(net.guest()), IpAddr::V6),
         guest_port,
     })
 }
@@ -233,6 +283,50 @@ mod tests {
         assert_eq!(f.guest_addr, GUEST);
         assert_eq!(f.guest_port, 80);
         assert_eq!(parse("[::]:1:65535/udp").unwrap().guest_port, 65535);
+    }
+
+    #[test]
+    fn ipv6_guest_in_brackets() {
+        let f = parse("[::1]:8080:[::]:80").unwrap();
+        assert_eq!(f.host_addr, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(f.host_port, 8080);
+        assert_eq!(f.guest_addr, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        assert_eq!(f.guest_port, 80);
+        assert_eq!(f.to_string(), "tcp [::1]:8080 -> [::]:80");
+        let f = parse("8080:[fd00::5]:53/udp").unwrap();
+        assert_eq!(f.host_addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(f.guest_addr, "fd00::5".parse::<IpAddr>().unwrap());
+        assert_eq!(f.proto, Proto::Udp);
+        let f = parse("127.0.0.1:1:[::]:2").unwrap();
+        assert_eq!(f.host_addr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(f.guest_addr, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        assert!(reason("8080:[10.0.2.100]:80").contains("invalid IPv6 guest address"));
+        assert!(reason("8080:[x]:80").contains("invalid IPv6 guest address"));
+        assert!(reason("[::1]:[::]:80").contains("HOST_PORT:GUEST_PORT"));
+    }
+
+    #[test]
+    fn guest_checks() {
+        let n6 = Network6::default();
+        let spec = |g: &str| ForwardSpec {
+            guest_addr: g.parse().unwrap(),
+            ..parse("1:2").unwrap()
+        };
+        assert_eq!(check_guest(&spec("10.0.2.100"), None), Ok(()));
+        assert_eq!(check_guest(&spec("::"), Some(&n6)), Ok(()));
+        assert_eq!(
+            check_guest(&spec("fd00::5054:ff:fe00:1"), Some(&n6)),
+            Ok(())
+        );
+        assert!(check_guest(&spec("::"), None).unwrap_err().contains("-6"));
+        for bad in [
+            "fd00::2", "fd00::3", "fd00::", "fd01::5", "fe80::1", "::1", "ff02::1",
+        ] {
+            assert!(check_guest(&spec(bad), Some(&n6)).is_err(), "{bad}");
+        }
+        let moved = Network6::parse_prefix("fd00:1::/64").unwrap();
+        assert!(check_guest(&spec("fd00:1::99"), Some(&moved)).is_ok());
+        assert!(check_guest(&spec("fd00::99"), Some(&moved)).is_err());
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub enum ConfigError {
     /// A `--publish` spec could not be parsed.
     #[error("invalid --publish value {0:?}: {1}")]
     Publish(String, String),
+    /// `--cidr6` is not a usable IPv6 /64 prefix (the value, then why).
+    #[error("invalid --cidr6 {0:?}: {1}")]
+    InvalidPrefix6(String, &'static str),
     /// A pasta-mode option is invalid (pasta's own message).
     #[error("{0}")]
     Pasta(String),
@@ -261,8 +264,8 @@ impl Default for Network {
     }
 }
 
-/// The fixed IPv6 side of slirp4netns's network (libslirp hard-codes it; not derived from
-/// `--cidr`): the defaults of [`Network6`].
+/// The default IPv6 side of slirp4netns's network (libslirp hard-codes it; not derived from
+/// `--cidr`): the defaults of [`Network6`]. `--cidr6` moves it ([`Network6::parse_prefix`]).
 pub mod ipv6 {
     use std::net::Ipv6Addr;
     /// Prefix announced in router advertisements.
@@ -323,7 +326,66 @@ impl Default for Network6 {
     }
 }
 
+/// The only prefix length `--cidr6` accepts: SLAAC needs a 64-bit interface identifier.
+pub const PREFIX6_LEN: u8 = 64;
+/// Offset of the gateway (host loopback alias) in a `--cidr6` prefix: PREFIX::2, as fd00::2.
+pub const GATEWAY6_OFFSET: u128 = 2;
+/// Offset of the DNS forwarding address in a `--cidr6` prefix: PREFIX::3, as fd00::3.
+pub const DNS6_OFFSET: u128 = 3;
+
 impl Network6 {
+    /// Parse and validate `--cidr6=PREFIX/64` and derive the virtual IPv6 network from it:
+    /// gateway (and host loopback alias) PREFIX::2, DNS PREFIX::3; router advertisements still
+    /// come from fe80::2. Refused: anything but an IPv6 address with `/64`, host bits set, the
+    /// unspecified, multicast, link-local and IPv4-mapped/-compatible ranges.
+    pub fn parse_prefix(s: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &'static str| ConfigError::InvalidPrefix6(s.to_owned(), why);
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected PREFIX/64, e.g. fd00:1::/64"))?;
+        let prefix: Ipv6Addr = match addr.parse() {
+            Ok(a) => a,
+            Err(_) if addr.parse::<Ipv4Addr>().is_ok() => {
+                return Err(bad("an IPv4 address (use --cidr for the IPv4 network)"))
+            }
+            Err(_) => return Err(bad("not an IPv6 address")),
+        };
+        if len != "64" {
+            return Err(bad("the prefix length must be 64 (SLAAC needs a /64)"));
+        }
+        let host_mask = u128::MAX >> PREFIX6_LEN;
+        let p = u128::from(prefix);
+        if p & host_mask != 0 {
+            return Err(bad("host bits set (a network address ends in ::)"));
+        }
+        let top = prefix.segments()[0];
+        if p == 0 || prefix.segments()[..4] == [0, 0, 0, 0] {
+            return Err(bad(
+                "the ::/64 range holds ::, ::1 and IPv4-mapped addresses",
+            ));
+        }
+        if top & 0xff00 == 0xff00 {
+            return Err(bad("a multicast prefix"));
+        }
+        if top & 0xffc0 == 0xfe80 {
+            return Err(bad("a link-local prefix"));
+        }
+        Ok(Network6::virtual_from(prefix))
+    }
+
+    /// The slirp4netns-style virtual network on `prefix/64`.
+    fn virtual_from(prefix: Ipv6Addr) -> Self {
+        let at = |n: u128| Ipv6Addr::from(u128::from(prefix) | n);
+        Network6 {
+            prefix,
+            prefix_len: PREFIX6_LEN,
+            gateway: at(GATEWAY6_OFFSET),
+            dns: at(DNS6_OFFSET),
+            loopback_alias: Some(at(GATEWAY6_OFFSET)),
+            ..Network6::default()
+        }
+    }
+
     /// Whether `a` lies inside the prefix.
     pub fn contains(&self, a: Ipv6Addr) -> bool {
         let bits = u32::from(self.prefix_len.min(128));
@@ -391,6 +453,8 @@ pub struct Options {
     pub api_socket: Option<PathBuf>,
     /// `--cidr`.
     pub cidr: Option<String>,
+    /// `--cidr6`.
+    pub cidr6: Option<String>,
     /// `--disable-host-loopback` (or the deprecated `--no-host-loopback`).
     pub disable_host_loopback: bool,
     /// `--userns-path`.
@@ -442,7 +506,7 @@ pub struct Config {
     pub mtu: u32,
     /// The virtual IPv4 network.
     pub net: Network,
-    /// Whether the IPv6 side (fd00::/64) is enabled.
+    /// Whether the IPv6 side (fd00::/64, or `--cidr6`) is enabled.
     pub ipv6: bool,
     /// MAC address to give the tap (`--macaddress`, only with `--configure`).
     pub mac: Option<[u8; 6]>,
@@ -590,6 +654,10 @@ impl Config {
             Some(c) => Network::parse_cidr(c)?,
             None => Network::default(),
         };
+        let net6 = match &opts.cidr6 {
+            Some(c) => Network6::parse_prefix(c)?,
+            None => Network6::default(),
+        };
         let mac = opts.macaddress.as_deref().map(parse_mac).transpose()?;
         let outbound_addr = opts
             .outbound_addr
@@ -639,15 +707,20 @@ impl Config {
             publish: opts
                 .publish
                 .iter()
-                .map(|p| forward::parse_publish(p, &net))
-                .collect::<Result<_, _>>()?,
+                .map(|p| {
+                    let f = forward::parse_publish(p, &net)?;
+                    forward::check_guest(&f, opts.enable_ipv6.then_some(&net6))
+                        .map_err(|why| ConfigError::Publish(p.clone(), why.to_owned()))?;
+                    Ok(f)
+                })
+                .collect::<Result<_, ConfigError>>()?,
             debug: opts.debug,
             offload: !opts.disable_offload,
             busy_poll_us: opts.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US),
             splice_forwards: opts.splice_forwards,
             net6: Network6 {
                 dns_enabled: !opts.disable_dns,
-                ..Network6::default()
+                ..net6
             },
             ipv4: true,
             services: Services::default(),
@@ -713,6 +786,70 @@ mod tests {
         );
         assert!(Network::parse_cidr("10.0.0.0/8").is_ok());
         assert!(Network::parse_cidr("128.0.0.0/1").is_ok());
+    }
+
+    #[test]
+    fn cidr6_derives_addresses() {
+        let n = Network6::parse_prefix("fd12:3456:789a:1::/64").unwrap();
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(n.prefix, a("fd12:3456:789a:1::"));
+        assert_eq!(n.prefix_len, 64);
+        assert_eq!(n.gateway, a("fd12:3456:789a:1::2"));
+        assert_eq!(n.dns, a("fd12:3456:789a:1::3"));
+        assert_eq!(n.loopback_alias, Some(a("fd12:3456:789a:1::2")));
+        assert_eq!(n.router_ll, ipv6::ROUTER_LL);
+        assert!(n.virtual_subnet && n.dns_enabled && n.guest.is_none());
+        assert!(n.contains(a("fd12:3456:789a:1:5054:ff:fe12:3456")));
+        assert!(!n.contains(a("fd00::2")));
+        // The default network is what fd00::/64 derives.
+        assert_eq!(
+            Network6::parse_prefix("fd00::/64").unwrap(),
+            Network6::default()
+        );
+        assert!(Network6::parse_prefix("2001:db8:1:2::/64").is_ok());
+    }
+
+    #[test]
+    fn cidr6_errors() {
+        let why = |s: &str| match Network6::parse_prefix(s) {
+            Err(ConfigError::InvalidPrefix6(v, why)) => {
+                assert_eq!(v, s);
+                why
+            }
+            other => panic!("{s}: {other:?}"),
+        };
+        assert!(why("fd00::").contains("PREFIX/64"));
+        assert!(why("fd00::/48").contains("must be 64"));
+        assert!(why("fd00::/064").contains("must be 64"));
+        assert!(why("fd00::/").contains("must be 64"));
+        assert!(why("fd00::1/64").contains("host bits"));
+        assert!(why("fd00::0:1:0/64").contains("host bits"));
+        assert!(why("ff02::/64").contains("multicast"));
+        assert!(why("fe80::/64").contains("link-local"));
+        assert!(why("febf:1::/64").contains("link-local"));
+        assert!(why("::/64").contains("::/64"));
+        assert!(why("10.0.2.0/64").contains("IPv4"));
+        assert!(why("10.0.2.0/24").contains("IPv4"));
+        assert!(why("fd00:::/64").contains("not an IPv6"));
+        assert!(why("[fd00::]/64").contains("not an IPv6"));
+        assert_eq!(
+            Network6::parse_prefix("fe80::/64").unwrap_err().to_string(),
+            "invalid --cidr6 \"fe80::/64\": a link-local prefix"
+        );
+        // Through the options, -6 or not.
+        let o = Options {
+            cidr6: Some("fd00:1::/64".into()),
+            disable_dns: true,
+            ..Default::default()
+        };
+        let c = Config::from_options(o, true).unwrap();
+        assert_eq!(c.net6.gateway, "fd00:1::2".parse::<Ipv6Addr>().unwrap());
+        assert!(!c.net6.dns_enabled);
+        let bad = Options {
+            cidr6: Some("fd00:1::/56".into()),
+            ..Default::default()
+        };
+        assert!(Config::from_options(bad, false).is_err());
     }
 
     #[test]

@@ -319,6 +319,7 @@ impl Proxy {
             "early_drops": c.early_drops,
             "dropped": c.dropped,
             "fragments": c.fragments,
+            "udp6_fragmented": self.emitter.fragmented_v6(),
             "reassembly_dropped": self.reassembler.dropped(),
         })
     }
@@ -516,7 +517,18 @@ impl Proxy {
         now_ms: u64,
     ) {
         let Some(fwd) = forwards.get(fid) else { return };
-        let guest = fwd.spec.guest_socket();
+        let Some(guest) = forward_guest(fwd.spec.guest_socket(), stack.vhost.guest_v6()) else {
+            // `::` before the guest's IPv6 address is known: nobody to relay to.
+            let (done, n) = discard_clients(&fwd.listener);
+            self.env(now_ms).0.counters.dropped += n;
+            if n > 0 {
+                debug!("forward {fid}: the guest's IPv6 address is not known yet; {n} refused");
+            }
+            if !done && !self.pending_forwards.contains(&fid) {
+                self.pending_forwards.push(fid);
+            }
+            return;
+        };
         let l2 = L2 {
             src: self.stack_mac,
             dst: self
@@ -910,6 +922,39 @@ pub fn drain_datagrams(
     Drained::Pending
 }
 
+/// Where a forward's clients go: its guest address, or for `::` the guest's learned IPv6
+/// address `learned` (`None` while unknown).
+fn forward_guest(guest: SocketAddr, learned: Option<std::net::Ipv6Addr>) -> Option<SocketAddr> {
+    match guest.ip() {
+        IpAddr::V6(a) if a.is_unspecified() => {
+            learned.map(|l| SocketAddr::new(l.into(), guest.port()))
+        }
+        _ => Some(guest),
+    }
+}
+
+/// Refuse the waiting clients of a forward that cannot reach the guest: reset TCP connections,
+/// drop datagrams (at most [`ACCEPT_BATCH`]). Returns whether the socket is drained, and how
+/// many were refused.
+fn discard_clients(listener: &Listener) -> (bool, u64) {
+    let mut n = 0;
+    let mut scrap = [0u8; 1];
+    for _ in 0..ACCEPT_BATCH {
+        let r = match listener {
+            Listener::Tcp(l) => l.accept().map(|(c, _)| {
+                let _ = sys::net::set_linger_zero(&c);
+            }),
+            Listener::Udp(u) => u.recv_from(&mut scrap).map(|_| ()),
+        };
+        match r {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return (true, n),
+        }
+    }
+    (false, n)
+}
+
 /// A new NAT entry for `key` going to `target`.
 pub(crate) fn new_entry(
     key: crate::nat::Key,
@@ -931,5 +976,29 @@ pub(crate) fn new_entry(
         packets_in: 0,
         created_ms: now_ms,
         active_ms: now_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_guest_resolves_unspecified_to_the_learned_address() {
+        let sa = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let learned = "fd00::5054:ff:fe12:3456".parse().ok();
+        assert_eq!(
+            forward_guest(sa("[::]:80"), learned),
+            Some(sa("[fd00::5054:ff:fe12:3456]:80"))
+        );
+        assert_eq!(forward_guest(sa("[::]:80"), None), None);
+        assert_eq!(
+            forward_guest(sa("[fd00::9]:80"), learned),
+            Some(sa("[fd00::9]:80"))
+        );
+        assert_eq!(
+            forward_guest(sa("10.0.2.100:80"), None),
+            Some(sa("10.0.2.100:80"))
+        );
     }
 }

@@ -7,9 +7,11 @@
 //! socket, are built here with smoltcp's wire emitters into one reusable scratch buffer and
 //! handed to a callback (the runtime's transmit queue). Checksums are always computed.
 //!
-//! A UDP datagram larger than the guest's MTU is split into IPv4 fragments (the guest kernel
-//! reassembles them); IPv6 datagrams that do not fit are refused with [`EmitError::TooBig`]
-//! (rare: host replies larger than the MTU over IPv6).
+//! A UDP datagram larger than the guest's MTU is split into fragments that the guest kernel
+//! reassembles: IPv4 fragments, or over IPv6 packets with a Fragment extension header (RFC 8200
+//! §4.5; tapir is the datagram's source towards the guest, so fragmenting is allowed), counted
+//! by [`Emitter::fragmented_v6`]. Other IPv6 packets that do not fit are refused with
+//! [`EmitError::TooBig`].
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -27,6 +29,10 @@ pub const HOP_LIMIT: u8 = 64;
 const IPV4_HEADER_LEN: usize = 20;
 const IPV6_HEADER_LEN: usize = 40;
 const UDP_HEADER_LEN: usize = 8;
+/// IPv6 Fragment extension header length (RFC 8200 §4.5).
+const IPV6_FRAG_HEADER_LEN: usize = 8;
+/// Largest IPv6 payload without a jumbogram option.
+const IPV6_MAX_PAYLOAD: usize = 65_535;
 /// IPv6 minimum MTU: ICMPv6 errors quote at most this much (RFC 4443 §2.4).
 const IPV6_MIN_MTU: usize = 1280;
 
@@ -74,6 +80,10 @@ pub struct Emitter {
     buf: Vec<u8>,
     datagram: Vec<u8>,
     ident: u16,
+    /// Identification of the next fragmented IPv6 datagram.
+    ident6: u32,
+    /// IPv6 datagrams sent as fragments.
+    fragmented_v6: u64,
 }
 
 impl Emitter {
@@ -84,7 +94,14 @@ impl Emitter {
             buf: Vec::new(),
             datagram: Vec::new(),
             ident: 1,
+            ident6: 1,
+            fragmented_v6: 0,
         }
+    }
+
+    /// How many IPv6 UDP datagrams were larger than the MTU and sent as fragments.
+    pub fn fragmented_v6(&self) -> u64 {
+        self.fragmented_v6
     }
 
     fn frame(&mut self, l2: L2, ethertype: EthernetProtocol, ip_len: usize) -> &mut [u8] {
@@ -100,7 +117,7 @@ impl Emitter {
         &mut self.buf[ETHERNET_HEADER_LEN..]
     }
 
-    /// A UDP datagram from `src` to `dst` (fragmented over IPv4 when larger than the MTU).
+    /// A UDP datagram from `src` to `dst` (fragmented when larger than the MTU).
     pub fn udp(
         &mut self,
         l2: L2,
@@ -168,7 +185,7 @@ impl Emitter {
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
                 if IPV6_HEADER_LEN + udp_len > self.mtu {
-                    return Err(EmitError::TooBig(udp_len));
+                    return self.udp6_fragments(l2, (s, d), udp, payload, out);
                 }
                 let ip = Ipv6Repr {
                     src_addr: s,
@@ -193,6 +210,72 @@ impl Emitter {
             }
             _ => Err(EmitError::Family),
         }
+    }
+
+    /// A UDP datagram over IPv6 that does not fit the MTU, as fragments: each an IPv6 header,
+    /// a Fragment header (next header UDP, offset, more-fragments flag, one identification per
+    /// datagram) and a multiple of 8 bytes of the whole UDP datagram (the last one the rest).
+    fn udp6_fragments(
+        &mut self,
+        l2: L2,
+        (s, d): (std::net::Ipv6Addr, std::net::Ipv6Addr),
+        udp: UdpRepr,
+        payload: &[u8],
+        out: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), EmitError> {
+        let udp_len = UDP_HEADER_LEN + payload.len();
+        let max_chunk = self
+            .mtu
+            .saturating_sub(IPV6_HEADER_LEN + IPV6_FRAG_HEADER_LEN)
+            & !7;
+        if udp_len > IPV6_MAX_PAYLOAD || max_chunk == 0 {
+            return Err(EmitError::TooBig(udp_len));
+        }
+        self.datagram.clear();
+        self.datagram.resize(udp_len, 0);
+        udp.emit(
+            &mut UdpPacket::new_unchecked(&mut self.datagram[..]),
+            &IpAddress::Ipv6(s),
+            &IpAddress::Ipv6(d),
+            payload.len(),
+            |p| p.copy_from_slice(payload),
+            &ChecksumCapabilities::default(),
+        );
+        let ident = self.ident6;
+        self.ident6 = self.ident6.wrapping_add(1);
+        let datagram = std::mem::take(&mut self.datagram);
+        let mut offset = 0;
+        while offset < udp_len {
+            let chunk = (udp_len - offset).min(max_chunk);
+            let more = offset + chunk < udp_len;
+            // Offset in 8-byte units in the top 13 bits; offset is a multiple of 8 below 2^16.
+            let Ok(off_field) = u16::try_from(offset) else {
+                self.datagram = datagram;
+                return Err(EmitError::TooBig(udp_len));
+            };
+            let ip = Ipv6Repr {
+                src_addr: s,
+                dst_addr: d,
+                next_header: IpProtocol::Ipv6Frag,
+                payload_len: IPV6_FRAG_HEADER_LEN + chunk,
+                hop_limit: HOP_LIMIT,
+            };
+            let len = IPV6_HEADER_LEN + IPV6_FRAG_HEADER_LEN + chunk;
+            let buf = self.frame(l2, EthernetProtocol::Ipv6, len);
+            let mut p = Ipv6Packet::new_unchecked(&mut buf[..]);
+            ip.emit(&mut p);
+            let body = p.payload_mut();
+            body[0] = u8::from(IpProtocol::Udp);
+            body[1] = 0;
+            body[2..4].copy_from_slice(&(off_field | u16::from(more)).to_be_bytes());
+            body[4..8].copy_from_slice(&ident.to_be_bytes());
+            body[IPV6_FRAG_HEADER_LEN..].copy_from_slice(&datagram[offset..offset + chunk]);
+            out(&self.buf);
+            offset += chunk;
+        }
+        self.datagram = datagram;
+        self.fragmented_v6 += 1;
+        Ok(())
     }
 
     /// An ICMP(v6) echo request (`request`) or reply.
@@ -443,16 +526,70 @@ mod tests {
     }
 
     #[test]
-    fn udp_v6_too_big_is_refused() {
+    fn udp_v6_fragments_reassemble() {
         let mut e = Emitter::new(1500);
-        let r = e.udp(
+        let (src, dst) = ("fd00::2", "fd00::5");
+        let payload: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+        let send = |e: &mut Emitter, payload: &[u8]| {
+            collect(|o| {
+                e.udp(
+                    l2(),
+                    SocketAddr::new(src.parse().unwrap(), 53),
+                    SocketAddr::new(dst.parse().unwrap(), 4000),
+                    payload,
+                    o,
+                )
+                .unwrap()
+            })
+        };
+        let frames = send(&mut e, &payload);
+        assert_eq!(frames.len(), 4, "5008 bytes in chunks of 1448");
+        let mut whole = vec![0u8; 8 + payload.len()];
+        let mut idents = Vec::new();
+        for (i, fr) in frames.iter().enumerate() {
+            assert!(fr.len() <= 1514);
+            let ip = Ipv6Packet::new_checked(&fr[14..]).unwrap();
+            assert_eq!(ip.next_header(), IpProtocol::Ipv6Frag);
+            let h = ip.payload();
+            assert_eq!(h[0], u8::from(IpProtocol::Udp));
+            let field = u16::from_be_bytes([h[2], h[3]]);
+            assert_eq!(field & 1 == 1, i + 1 < frames.len(), "more-fragments flag");
+            let off = usize::from(field & !7);
+            let chunk = &h[8..];
+            if i + 1 < frames.len() {
+                assert_eq!(chunk.len() % 8, 0);
+            }
+            whole[off..off + chunk.len()].copy_from_slice(chunk);
+            idents.push(u32::from_be_bytes([h[4], h[5], h[6], h[7]]));
+        }
+        assert!(idents.iter().all(|&i| i == idents[0]));
+        let udp = UdpPacket::new_checked(&whole[..]).unwrap();
+        assert!(udp.verify_checksum(
+            &IpAddress::Ipv6(src.parse().unwrap()),
+            &IpAddress::Ipv6(dst.parse().unwrap())
+        ));
+        assert_eq!(udp.payload(), &payload[..]);
+        assert_eq!(e.fragmented_v6(), 1);
+        // The next datagram gets another identification; a small one is not fragmented.
+        let again = send(&mut e, &payload);
+        let h = Ipv6Packet::new_checked(&again[0][14..]).unwrap().payload()[4..8].to_vec();
+        assert_ne!(u32::from_be_bytes([h[0], h[1], h[2], h[3]]), idents[0]);
+        let small = send(&mut e, b"x");
+        assert_eq!(small.len(), 1);
+        let ip = Ipv6Packet::new_checked(&small[0][14..]).unwrap();
+        assert_eq!(ip.next_header(), IpProtocol::Udp);
+        assert_eq!(e.fragmented_v6(), 2);
+        // The largest UDP datagram fits in fragments; nothing larger exists.
+        assert_eq!(send(&mut e, &vec![0u8; 65_527]).len(), 46);
+        // An MTU below one 8-byte chunk cannot carry fragments.
+        let r = Emitter::new(48).udp(
             l2(),
             "[fd00::2]:53".parse().unwrap(),
             "[fd00::5]:4000".parse().unwrap(),
-            &[0u8; 1500],
+            &[0u8; 100],
             &mut |_| panic!("nothing emitted"),
         );
-        assert_eq!(r, Err(EmitError::TooBig(1508)));
+        assert_eq!(r, Err(EmitError::TooBig(108)));
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub struct VirtualHosts {
     /// Destination MACs rewritten to `mac`.
     alias_macs: [EthernetAddress; 3],
     guest_mac: Option<EthernetAddress>,
+    /// The guest's IPv6 address in the prefix, learned from its traffic (SLAAC assigns it).
+    guest6: Option<Ipv6Addr>,
     /// `DHCP_POOL_SIZE` slots; slot `i` is address `N+15+i`.
     leases: Vec<Option<Lease>>,
     /// Next unsolicited RA; `None` until the first `on_timer` or guest frame.
@@ -238,6 +240,7 @@ impl VirtualHosts {
                 EthernetAddress(mac_for_v6(net6.dns)),
             ],
             guest_mac: None,
+            guest6: None,
             leases: vec![None; pool],
             ra_next_ms: None,
             seen_guest: false,
@@ -264,6 +267,28 @@ impl VirtualHosts {
     /// The latest one seen wins.
     pub fn guest_mac(&self) -> Option<EthernetAddress> {
         self.guest_mac
+    }
+
+    /// The guest's IPv6 address: the assigned one (pasta mode), else the latest source address
+    /// inside the prefix seen from the guest (or the target of its duplicate address detection,
+    /// which announces a SLAAC address before any traffic). The target of IPv6 port forwards to
+    /// `::`.
+    pub fn guest_v6(&self) -> Option<Ipv6Addr> {
+        self.net6.guest.or(self.guest6)
+    }
+
+    /// Remember `a` as the guest's IPv6 address if it can be one: inside the prefix, unicast,
+    /// and none of tapir's own addresses.
+    fn learn_guest_v6(&mut self, a: Ipv6Addr) {
+        let candidate = self.net6.contains(a)
+            && !a.is_multicast()
+            && a != self.net6.prefix
+            && !self.is_v6_vhost(a)
+            && Some(a) != self.net6.loopback_alias;
+        if candidate && self.guest6 != Some(a) {
+            log::debug!("vhost: guest IPv6 address is {a}");
+            self.guest6 = Some(a);
+        }
     }
 
     /// Counters: frames consumed, replies sent, malformed frames dropped.
@@ -879,6 +904,7 @@ impl VirtualHosts {
         let Ok(ip) = Ipv6Repr::parse(&packet) else {
             return self.malformed("bad IPv6 header");
         };
+        self.learn_guest_v6(ip.src_addr);
         match ip.next_header {
             IpProtocol::Icmpv6 => self.on_icmpv6(eth, &ip, packet.payload(), reply),
             IpProtocol::Udp if ip.dst_addr == dhcpv6::ALL_SERVERS && !self.services.dhcpv6 => {
@@ -924,6 +950,9 @@ impl VirtualHosts {
                 }
                 if !ip.src_addr.is_unspecified() {
                     self.learn_guest_mac(eth.src_addr);
+                } else {
+                    // Duplicate address detection: the guest is about to use `target_addr`.
+                    self.learn_guest_v6(target_addr);
                 }
                 if self.answers_ns(ip.src_addr, target_addr) {
                     self.send_na(eth, ip, target_addr, reply);
@@ -2351,6 +2380,39 @@ mod tests {
         feed(&mut vh4, &ping4(Ipv4Addr::new(10, 0, 2, 2), STACK), 0);
         assert_eq!(vh4.on_timer(0, &mut |_| panic!("no RA without -6")), None);
         assert_eq!(vh4.next_deadline(), None);
+    }
+
+    #[test]
+    fn guest_v6_learned_from_dad_and_traffic() {
+        let mut vh = vh();
+        assert_eq!(vh.guest_v6(), None);
+        // Link-local and our own addresses are never the guest's.
+        feed(&mut vh, &ns_frame(GUEST_LL, ipv6::GATEWAY), 0);
+        feed(&mut vh, &ns_frame(Ipv6Addr::UNSPECIFIED, ipv6::GATEWAY), 0);
+        assert_eq!(vh.guest_v6(), None);
+        // DAD announces the SLAAC address before any traffic.
+        feed(&mut vh, &ns_frame(Ipv6Addr::UNSPECIFIED, GUEST_V6), 0);
+        assert_eq!(vh.guest_v6(), Some(GUEST_V6));
+        // The latest source inside the prefix wins; others are ignored.
+        let other = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x77);
+        let echo = Icmpv6Repr::EchoRequest {
+            ident: 1,
+            seq_no: 1,
+            data: PING_DATA,
+        };
+        feed(
+            &mut vh,
+            &ipv6_frame(GUEST_MAC, V6_GW_MAC, other, ipv6::GATEWAY, &echo),
+            0,
+        );
+        assert_eq!(vh.guest_v6(), Some(other));
+        let outside = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+        feed(
+            &mut vh,
+            &ipv6_frame(GUEST_MAC, V6_GW_MAC, outside, ipv6::GATEWAY, &echo),
+            0,
+        );
+        assert_eq!(vh.guest_v6(), Some(other));
     }
 
     #[test]
