@@ -14,30 +14,6 @@ use std::time::Duration;
 /// loaded machine.
 const FOLLOW: Duration = Duration::from_secs(3);
 
-fn tcpserve() -> String {
-    format!(
-        "python3 {}/tests/tools/tcpserve.py",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-/// A background server inside the guest's network namespace, killed on drop.
-fn in_guest(g: &Guest, script: &str) -> Bg {
-    let child = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "exec nsenter -t {} -n sh -c 'exec {}'",
-                g.pid,
-                script.replace('\'', "'\\''")
-            ),
-        ])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    Bg(child)
-}
-
 /// How many sockets listen on `port` in the host namespace (`-tln` or `-uln`).
 fn host_listeners(host: &HostNs, flags: &str, port: u16) -> usize {
     let out = host.sh(As::Runner, &format!("ss -H {flags} 'sport = :{port}'"));

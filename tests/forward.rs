@@ -47,31 +47,6 @@ fn setup(extra: &[&str]) -> Option<Setup> {
     })
 }
 
-fn tcpserve() -> String {
-    format!(
-        "python3 {}/tests/tools/tcpserve.py",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-/// A background server inside the guest's network namespace (one process: sh execs nsenter,
-/// which execs the server), killed on drop.
-fn in_guest(g: &Guest, script: &str) -> Bg {
-    let child = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "exec nsenter -t {} -n sh -c 'exec {}'",
-                g.pid,
-                script.replace('\'', "'\\''")
-            ),
-        ])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    Bg(child)
-}
-
 fn add_tcp(sock: &Path, host_addr: &str, host_port: u16, guest_port: u16) -> String {
     api(
         sock,

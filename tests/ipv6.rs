@@ -90,23 +90,6 @@ fn cidr6_refuses_bad_prefixes() {
     }
 }
 
-/// A background server inside the guest's network namespace, killed on drop.
-fn in_guest(g: &Guest, script: &str) -> Bg {
-    let child = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "exec nsenter -t {} -n sh -c 'exec {}'",
-                g.pid,
-                script.replace('\'', "'\\''")
-            ),
-        ])
-        .stdin(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    Bg(child)
-}
-
 fn add(
     sock: &std::path::Path,
     proto: &str,

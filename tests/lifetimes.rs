@@ -8,14 +8,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-/// Path of the test TCP server script.
-fn tcpserve() -> String {
-    format!(
-        "python3 {}/tests/tools/tcpserve.py",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 /// Live TCP flows in tapir's table.
 fn tcp_flows(sock: &std::path::Path) -> u64 {
     get_info(sock)["return"]["flows"]["tcp"]

@@ -15,14 +15,6 @@ fn start(host: &HostNs, extra: &[&str]) -> (Guest, Tapir) {
     host.start(&args)
 }
 
-/// Path of the test TCP server script.
-fn tcpserve() -> String {
-    format!(
-        "python3 {}/tests/tools/tcpserve.py",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 #[test]
 fn http_through_the_gateway_reaches_host_loopback() {
     let Some(host) = host() else { return };

@@ -329,31 +329,9 @@ fn podman_argv_end_to_end() {
         .contains("via 2001:db8::1 dev v0"));
 
     // Published ports: TCP from loopback and from the host's address, UDP.
-    let _web = Bg(Command::new("nsenter")
-        .args(["-t", &g.pid.to_string(), "-n"])
-        .args(["ncat", "-lk", "-p", "80", "-c", "echo hello-80"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
-    let _web81 = Bg(Command::new("nsenter")
-        .args(["-t", &g.pid.to_string(), "-n"])
-        .args(["ncat", "-lk", "-p", "81", "-c", "echo hello-81"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
-    let _echo = Bg(Command::new("nsenter")
-        .args(["-t", &g.pid.to_string(), "-n"])
-        .args(["python3", &format!("{}/tcpserve.py", tools())])
-        .args(["udpecho", "0.0.0.0", "53"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap());
+    let _web = in_guest(&g, "ncat -lk -p 80 -c 'echo hello-80'");
+    let _web81 = in_guest(&g, "ncat -lk -p 81 -c 'echo hello-81'");
+    let _echo = in_guest(&g, &format!("{} udpecho 0.0.0.0 53", tcpserve()));
     wait_until(Duration::from_secs(5), || {
         g.sh_any("ss -Hltn | grep -q ':81 ' && ss -Hlun | grep -q ':53 '")
             .status
@@ -453,15 +431,10 @@ fn gateway_maps_to_host_loopback_by_default() {
     );
     let mut servers = Vec::new();
     for port in [90, 91] {
-        servers.push(Bg(Command::new("nsenter")
-            .args(["-t", &g.pid.to_string(), "-n"])
-            .args(["ncat", "-lk", "-p", &port.to_string()])
-            .args(["-c", &format!("echo port-{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()));
+        servers.push(in_guest(
+            &g,
+            &format!("ncat -lk -p {port} -c 'echo port-{port}'"),
+        ));
     }
     wait_until(Duration::from_secs(5), || {
         g.sh_any("ss -Hltn | grep -q ':90 ' && ss -Hltn | grep -q ':91 '")

@@ -10,13 +10,6 @@ mod common;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn tcpserve() -> String {
-    format!(
-        "python3 {}/tests/tools/tcpserve.py",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 fn start(host: &HostNs, extra: &[&str]) -> (Guest, Tapir) {
     let mut args = vec!["-c"];
     args.extend_from_slice(extra);

@@ -133,13 +133,6 @@ fn start(host: &HostNs, who: As, extra: &[&str]) -> (Guest, Tapir) {
     (g, t)
 }
 
-fn tcpserve() -> String {
-    format!(
-        "python3 {}/tests/tools/tcpserve.py",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
 fn dnsmasq(host: &HostNs, addr: &str, answer: &str) -> Bg {
     host.spawn(
         As::Runner,

@@ -762,3 +762,29 @@ pub fn api(sock: &Path, req: &str) -> String {
 pub fn get_info(sock: &Path) -> serde_json::Value {
     serde_json::from_str(&api(sock, r#"{"execute": "get_info"}"#)).expect("get_info JSON")
 }
+
+/// The test TCP/UDP server script (`tests/tools/tcpserve.py`), as a command prefix.
+pub fn tcpserve() -> String {
+    format!(
+        "python3 {}/tests/tools/tcpserve.py",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A background server inside the guest's network namespace (one process: sh execs nsenter,
+/// which execs the server), killed on drop.
+pub fn in_guest(g: &Guest, script: &str) -> Bg {
+    let child = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "exec nsenter -t {} -n sh -c 'exec {}'",
+                g.pid,
+                script.replace('\'', "'\\''")
+            ),
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Bg(child)
+}
