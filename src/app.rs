@@ -21,6 +21,12 @@
 //! to it like step 2 with `-c`, and releases it once the network is ready; tapir then exits with
 //! the command's status.
 //!
+//! Before step 1, in every mode, the per-user egress policy file
+//! ([`crate::policy::user_file`]) is located from `XDG_CONFIG_HOME`/`HOME` and its rules are
+//! appended to the configuration's (`add_user_policy`): this is the one place the
+//! environment is read for it, since `cli`'s parsers take none and pasta mode builds its
+//! configuration here.
+//!
 //! Must run single-threaded until step 4 (see [`crate::sys::netns`]).
 
 use std::ffi::OsString;
@@ -220,6 +226,50 @@ fn resolve_outbound(cfg: &Config) -> Result<Config, Error> {
     }
     crate::policy::Policy::new(&out.policy)
         .map_err(|e| Error::Attach(format!("egress policy: {e}")))?;
+    Ok(out)
+}
+
+/// Append the per-user policy file's rules to `spec` (after the command line's, so those are
+/// evaluated first) unless `--no-user-policy`; a missing file, or no `HOME`/`XDG_CONFIG_HOME`
+/// to find it by, is no error. Returns the line to log at info level naming the file used
+/// (pasta mode reads the file before its logger is set up, so the caller logs it).
+fn add_user_policy(spec: &mut crate::policy::Spec) -> Result<Option<String>, Error> {
+    if spec.no_user_policy {
+        return Ok(None);
+    }
+    let xdg = std::env::var_os("XDG_CONFIG_HOME");
+    let home = std::env::var_os("HOME");
+    let Some(path) = crate::policy::user_file(xdg.as_deref(), home.as_deref()) else {
+        return Ok(None);
+    };
+    let fail = |m: String| Error::Attach(format!("egress policy (user policy file): {m}"));
+    let Some(rules) = crate::policy::read_file(&path, true).map_err(|e| fail(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    let n = rules.len();
+    if spec.items.len() + n > crate::policy::MAX_RULES {
+        return Err(fail(format!(
+            "{}: more than {} rules with the command line's",
+            path.display(),
+            crate::policy::MAX_RULES
+        )));
+    }
+    spec.items
+        .extend(rules.into_iter().map(crate::policy::Item::Rule));
+    Ok(Some(format!(
+        "egress policy: {n} rule(s) from the per-user policy file {} (after the command \
+         line's; --no-user-policy skips it)",
+        path.display()
+    )))
+}
+
+/// [`add_user_policy`] for an already built configuration, logging the file used.
+fn with_user_policy(cfg: &Config) -> Result<Config, Error> {
+    let mut out = cfg.clone();
+    if let Some(line) = add_user_policy(&mut out.policy)? {
+        info!("{line}");
+    }
     Ok(out)
 }
 
@@ -541,12 +591,19 @@ fn pasta_banner(cfg: &Config, host: &pasta::Host) {
 /// pasta mode: read the host's template interfaces, build the configuration, attach, serve.
 /// Returns the exit status. Errors are printed by the caller, bare (pasta's style).
 pub fn pasta(opts: &PastaOptions) -> Result<i32, Error> {
+    // The user policy file first: its errors come before anything that looks at the host.
+    let mut opts = opts.clone();
+    let user_policy = add_user_policy(&mut opts.policy)?;
+    let opts = &opts;
     let host = read_host(opts)?;
     let cfg = pasta::build(opts, &host)?;
     crate::logger::init(cfg.debug);
     if cfg.process.quiet && !cfg.debug {
         // pasta's --quiet: warnings and errors only.
         log::set_max_level(log::LevelFilter::Warn);
+    }
+    if let Some(line) = user_policy {
+        info!("{line}");
     }
     let cfg = &resolve_outbound(&cfg)?;
     let Some(target) = cfg.target.clone() else {
@@ -574,7 +631,7 @@ pub fn pasta(opts: &PastaOptions) -> Result<i32, Error> {
 
 /// slirp4netns mode: attach to `cfg.target` and serve. Returns the exit status.
 pub fn attach(cfg: &Config) -> Result<i32, Error> {
-    let cfg = &resolve_outbound(cfg)?;
+    let cfg = &resolve_outbound(&with_user_policy(cfg)?)?;
     let inherited = adopt_inherited(cfg);
     let target = cfg
         .target
@@ -606,7 +663,7 @@ fn write_run_resolv_conf(cfg: &Config) -> Option<tempfile_path::TempPath> {
 
 /// `tapir run`: make namespaces, run `argv` in them with networking, return its status.
 pub fn run(cfg: &Config, argv: &[OsString]) -> Result<i32, Error> {
-    let cfg = &resolve_outbound(cfg)?;
+    let cfg = &resolve_outbound(&with_user_policy(cfg)?)?;
     let inherited = adopt_inherited(cfg);
     let resolv = write_run_resolv_conf(cfg);
     let child = sys::userns::spawn_isolated(argv, resolv.as_ref().map(|r| r.path()))

@@ -34,12 +34,24 @@
 //! `--default-deny` or `--deny-private` therefore never breaks DNS; `deny 0.0.0.0/0:53` or
 //! `deny 127.0.0.53:53/udp` does.
 //!
+//! Besides the command line's rules, a per-user policy file is read at start in every mode
+//! (slirp4netns, `tapir run`, pasta), because podman cannot pass tapir's options to either
+//! front end: `$XDG_CONFIG_HOME/tapir/policy`, or `$HOME/.config/tapir/policy` when
+//! `XDG_CONFIG_HOME` is unset, empty or relative ([`user_file`]). Its rules are appended after
+//! the command line's, so an explicit `--allow`/`--deny` is evaluated first and can override
+//! it; `--no-user-policy` skips it. A missing file is no error; an unreadable or invalid one
+//! fails start-up naming `file:line`. The environment is read by `app` (not here and not in
+//! `cli`, whose parsers take no environment), which passes the values to [`user_file`].
+//!
 //! Every bound is a named constant: [`MAX_RULES`] rules, [`MAX_FILE_BYTES`] of policy file,
-//! [`DENIAL_LOGS_PER_SECOND`] denial log lines. This module is pure: parsing and matching only
-//! (the file is read by the caller).
+//! [`DENIAL_LOGS_PER_SECOND`] denial log lines. This module does no I/O beyond [`read_file`]'s
+//! bounded read of one file; parsing and matching are pure.
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use crate::nat::Proto;
 
@@ -126,6 +138,20 @@ pub enum FileError {
     /// Too many rules.
     #[error("{file}: more than {MAX_RULES} rules")]
     TooMany {
+        /// The file's name as given.
+        file: String,
+    },
+    /// The file cannot be opened or read.
+    #[error("{file}: {err}")]
+    Read {
+        /// The file's name as given.
+        file: String,
+        /// The I/O error's text.
+        err: String,
+    },
+    /// The file is larger than [`MAX_FILE_BYTES`].
+    #[error("{file}: larger than {MAX_FILE_BYTES} bytes")]
+    TooLarge {
         /// The file's name as given.
         file: String,
     },
@@ -405,6 +431,45 @@ pub fn parse_file(text: &str, file: &str) -> Result<Vec<Rule>, FileError> {
     Ok(rules)
 }
 
+/// Read and parse the policy file at `path` (at most [`MAX_FILE_BYTES`]). With `missing_ok`, a
+/// file that does not exist gives `Ok(None)` (the per-user file is optional); any other failure
+/// to open or read it is an error, as is an invalid line (`file:line`).
+pub fn read_file(path: &Path, missing_ok: bool) -> Result<Option<Vec<Rule>>, FileError> {
+    let name = path.display().to_string();
+    let fail = |e: std::io::Error| FileError::Read {
+        file: name.clone(),
+        err: e.to_string(),
+    };
+    let f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(fail(e)),
+    };
+    let mut text = String::new();
+    f.take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(fail)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(FileError::TooLarge { file: name });
+    }
+    parse_file(&text, &name).map(Some)
+}
+
+/// The per-user policy file's path, `tapir/policy` under the XDG configuration directory:
+/// `xdg_config_home` when it is set, non-empty and absolute (the XDG Base Directory rule),
+/// else `home/.config`. `None` when neither gives a directory. Pure: the caller reads
+/// `XDG_CONFIG_HOME` and `HOME` from its environment.
+pub fn user_file(xdg_config_home: Option<&OsStr>, home: Option<&OsStr>) -> Option<PathBuf> {
+    fn absolute(v: Option<&OsStr>) -> Option<&Path> {
+        v.map(Path::new).filter(|p| p.is_absolute())
+    }
+    let base = match absolute(xdg_config_home) {
+        Some(x) => x.to_path_buf(),
+        None => absolute(home)?.join(".config"),
+    };
+    Some(base.join("tapir").join("policy"))
+}
+
 /// The prefixes `--deny-private` denies besides the host's own addresses: RFC 1918, CGNAT
 /// (RFC 6598), IPv4 and IPv6 link-local (cloud metadata at 169.254.169.254 and fd00:ec2::254
 /// are covered by these and fc00::/7), IPv6 unique local.
@@ -465,6 +530,8 @@ pub struct Spec {
     pub deny_icmp_reply: bool,
     /// The host's own non-loopback addresses, for `--deny-private` (filled in at start-up).
     pub host_addrs: Vec<IpAddr>,
+    /// `--no-user-policy`: do not append the per-user policy file's rules ([`user_file`]).
+    pub no_user_policy: bool,
 }
 
 impl Spec {
@@ -884,6 +951,51 @@ mod tests {
             Err(FileError::TooMany { .. })
         ));
         assert_eq!(parse_file("", "f"), Ok(vec![]));
+    }
+
+    #[test]
+    fn user_file_location() {
+        let os = |s: &'static str| Some(OsStr::new(s));
+        assert_eq!(
+            user_file(os("/x/cfg"), os("/home/u")),
+            Some(PathBuf::from("/x/cfg/tapir/policy"))
+        );
+        for xdg in [None, os(""), os("relative/cfg")] {
+            assert_eq!(
+                user_file(xdg, os("/home/u")),
+                Some(PathBuf::from("/home/u/.config/tapir/policy"))
+            );
+        }
+        assert_eq!(user_file(None, None), None);
+        assert_eq!(user_file(os("rel"), os("also-rel")), None);
+    }
+
+    #[test]
+    fn read_file_missing_and_errors() {
+        let dir = std::env::temp_dir().join(format!("tapir-policy-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing");
+        assert_eq!(read_file(&missing, true), Ok(None));
+        assert!(matches!(
+            read_file(&missing, false),
+            Err(FileError::Read { .. })
+        ));
+        let p = dir.join("p");
+        std::fs::write(&p, "deny 10.0.0.0/8\nallow 1.2.3.4:0\n").unwrap();
+        let e = read_file(&p, true).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!("{}:2: ", p.display())),
+            "{e}"
+        );
+        std::fs::write(&p, "deny 10.0.0.0/8 # lab\n").unwrap();
+        assert_eq!(read_file(&p, true).unwrap().map(|r| r.len()), Some(1));
+        let big = vec![b'#'; MAX_FILE_BYTES as usize + 1];
+        std::fs::write(&p, big).unwrap();
+        assert!(matches!(
+            read_file(&p, true),
+            Err(FileError::TooLarge { .. })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

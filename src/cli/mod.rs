@@ -263,6 +263,7 @@ pub fn usage(argv0: &str) -> String {
          --deny-private           deny private, CGNAT, link-local (metadata), ULA and the host's own addresses\n\
          --default-deny           deny what no rule allows (DNS to the host's resolver stays allowed)\n\
          --deny-icmp-reply        answer a denied TCP connect with ICMP prohibited instead of RST\n\
+         --no-user-policy         skip the per-user policy file ($XDG_CONFIG_HOME/tapir/policy, default ~/.config/tapir/policy)\n\
          run [OPTION]... [--] CMD [ARG]...  create a user+network namespace, run CMD in it with networking (see '{argv0} run --help')\n\
          ctl SOCKET list|add SPEC|remove ID|info  manage port forwards through an API socket (see '{argv0} ctl --help')\n"
     )

@@ -40,7 +40,8 @@
 //!
 //! tapir's own long options (`--map-gw`, which podman documents as a pasta option but pasta
 //! lacks; `--no-sandbox`; `--api-socket`; the egress policy's `--allow`, `--deny`,
-//! `--policy-file`, `--deny-private`, `--default-deny`, `--deny-icmp-reply`) are matched exactly, or by a prefix that matches none
+//! `--policy-file`, `--deny-private`, `--default-deny`, `--deny-icmp-reply`,
+//! `--no-user-policy`) are matched exactly, or by a prefix that matches none
 //! of pasta's options, so every abbreviation pasta accepts resolves as in pasta.
 //!
 //! Deliberate differences from pasta:
@@ -204,6 +205,11 @@ const EXTRA_OPTIONS: &[LongOpt<Opt>] = &[
         false,
         Opt::Policy(PolicyOpt::DenyIcmpReply),
     ),
+    long(
+        "no-user-policy",
+        false,
+        Opt::Policy(PolicyOpt::NoUserPolicy),
+    ),
 ];
 
 /// pasta's optstring `dqfel:hs:F:I:p:P:m:a:n:M:g:i:o:D:S:H:461t:u:T:U:` (the `+` is the
@@ -344,6 +350,7 @@ pub fn pasta_usage(argv: &[OsString]) -> String {
          \x20     --no-splice            no loopback splicing of forwarded connections\n\
          \x20     --no-sandbox           tapir: no mount namespace, no seccomp filter\n\
          \x20     --api-socket PATH      tapir: slirp4netns-style API socket\n\
+         \x20     --no-user-policy       tapir: skip ~/.config/tapir/policy (egress rules)\n\
          \x20 -h, --help                 show this help and exit\n\
          \x20     --version              show the version and exit\n\
          \n\

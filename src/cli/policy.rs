@@ -1,6 +1,6 @@
 //! The egress-policy options, shared by the slirp4netns front end and `tapir run` (and pasta
 //! mode): `--allow=RULE`, `--deny=RULE`, `--policy-file=PATH`, `--deny-private`,
-//! `--default-deny`, `--deny-icmp-reply`.
+//! `--default-deny`, `--deny-icmp-reply`, `--no-user-policy`.
 //!
 //! # Theory of operation
 //!
@@ -8,9 +8,11 @@
 //! order rules are evaluated in. Rule text is parsed by [`crate::policy`]; the policy file is
 //! read here, at parse time (like slirp4netns's existence check of `--userns-path`), at most
 //! [`policy::MAX_FILE_BYTES`], so that an error names `file:line` before anything starts.
+//! The per-user policy file is not read here: finding it takes the environment, which the
+//! parsers do not touch; `app` reads it unless `--no-user-policy` set
+//! [`Spec::no_user_policy`].
 
 use std::ffi::OsStr;
-use std::io::Read;
 
 use super::{utf8, CliError};
 use crate::policy::{self, Action, Item, Rule, Spec};
@@ -30,6 +32,8 @@ pub(super) enum PolicyOpt {
     DefaultDeny,
     /// `--deny-icmp-reply`.
     DenyIcmpReply,
+    /// `--no-user-policy`.
+    NoUserPolicy,
 }
 
 /// Apply one policy option (`arg` is its value, for those that take one).
@@ -56,6 +60,7 @@ pub(super) fn apply(spec: &mut Spec, opt: PolicyOpt, arg: &OsStr) -> Result<(), 
         PolicyOpt::DenyPrivate => push(spec, Item::DenyPrivate)?,
         PolicyOpt::DefaultDeny => spec.default_deny = true,
         PolicyOpt::DenyIcmpReply => spec.deny_icmp_reply = true,
+        PolicyOpt::NoUserPolicy => spec.no_user_policy = true,
     }
     Ok(())
 }
@@ -72,19 +77,9 @@ fn push(spec: &mut Spec, item: Item) -> Result<(), CliError> {
 }
 
 fn read_file(path: &str) -> Result<Vec<Rule>, CliError> {
-    let fail = |e: std::io::Error| CliError::plain(format!("--policy-file: {path}: {e}"));
-    let f = std::fs::File::open(path).map_err(fail)?;
-    let mut text = String::new();
-    f.take(policy::MAX_FILE_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(fail)?;
-    if text.len() as u64 > policy::MAX_FILE_BYTES {
-        return Err(CliError::plain(format!(
-            "--policy-file: {path}: larger than {} bytes",
-            policy::MAX_FILE_BYTES
-        )));
-    }
-    policy::parse_file(&text, path).map_err(|e| CliError::plain(format!("--policy-file: {e}")))
+    policy::read_file(std::path::Path::new(path), false)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| CliError::plain(format!("--policy-file: {e}")))
 }
 
 #[cfg(test)]
@@ -99,6 +94,9 @@ mod tests {
         apply(&mut s, PolicyOpt::Deny, OsStr::new("0.0.0.0/0:25")).unwrap();
         apply(&mut s, PolicyOpt::DefaultDeny, OsStr::new("")).unwrap();
         apply(&mut s, PolicyOpt::DenyIcmpReply, OsStr::new("")).unwrap();
+        assert!(!s.no_user_policy);
+        apply(&mut s, PolicyOpt::NoUserPolicy, OsStr::new("")).unwrap();
+        assert!(s.no_user_policy);
         assert_eq!(s.items.len(), 3);
         assert_eq!(s.items[1], Item::DenyPrivate);
         assert!(s.default_deny && s.deny_icmp_reply);

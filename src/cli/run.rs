@@ -85,6 +85,7 @@ pub fn run_usage(argv0: &str) -> String {
          --deny-private           deny private, CGNAT, link-local (metadata), ULA and the host's own addresses\n\
          --default-deny           deny what no rule allows (DNS to the host's resolver stays allowed)\n\
          --deny-icmp-reply        answer a denied TCP connect with ICMP prohibited instead of RST\n\
+         --no-user-policy         skip the per-user policy file ($XDG_CONFIG_HOME/tapir/policy, default ~/.config/tapir/policy)\n\
          -h, --help               show this help and exit\n\
          -v, --version            show version and exit\n",
         run_mtu = config::RUN_DEFAULT_MTU,

@@ -135,8 +135,16 @@ const SHORT_OPTIONS: &[ShortOpt<Opt>] = &[
 /// slirp4netns's option table for the getopt engine.
 static TABLE: Table<Opt> = Table {
     long: LONG_OPTIONS,
-    // Apart, so that `--ci`, `--cid` stay `--cidr` as in slirp4netns.
-    extra: &[long("cidr6", true, Opt::Cidr6)],
+    // Apart, so that `--ci`, `--cid` stay `--cidr` and `--no` stays `--no-host-loopback` as
+    // in slirp4netns.
+    extra: &[
+        long("cidr6", true, Opt::Cidr6),
+        long(
+            "no-user-policy",
+            false,
+            Opt::Policy(PolicyOpt::NoUserPolicy),
+        ),
+    ],
     short: SHORT_OPTIONS,
 };
 
@@ -941,6 +949,17 @@ mod tests {
             attach(&["--netns-type=tapfd", "0"]).target,
             Some(Target::TapFd(0))
         );
+    }
+
+    #[test]
+    fn no_user_policy_is_exact_only() {
+        assert!(
+            attach(&["--no-user-policy", "1", "t"])
+                .policy
+                .no_user_policy
+        );
+        // `--no` still abbreviates slirp4netns's `--no-host-loopback`.
+        assert!(!attach(&["--no", "1", "t"]).policy.no_user_policy);
     }
 
     #[test]

@@ -423,11 +423,16 @@ impl HostNs {
     /// A fresh guest (made by the test runner) with tapir attached to it by PID, ready. `args`
     /// come before the `PID tap0` operands.
     pub fn start(&self, args: &[&str]) -> (Guest, Tapir) {
+        self.start_env(&[], args)
+    }
+
+    /// [`HostNs::start`] with extra environment variables for tapir (e.g. `HOME`).
+    pub fn start_env(&self, env: &[(&str, &OsStr)], args: &[&str]) -> (Guest, Tapir) {
         let g = self.guest(As::Runner);
         let pid = g.pid.to_string();
         let mut all = args.to_vec();
         all.extend([pid.as_str(), "tap0"]);
-        let mut t = Tapir::spawn(self, As::Runner, &all, false);
+        let mut t = Tapir::spawn_env(self, As::Runner, &all, false, env);
         t.wait_ready();
         (g, t)
     }
@@ -600,6 +605,19 @@ impl Tapir {
     /// Start tapir inside `host` as `who` with `args`; fd 3 is the ready file, fd 4 (if
     /// `exit_pipe`) is the read end of the returned child's stdin pipe.
     pub fn spawn(host: &HostNs, who: As, args: &[&str], exit_pipe: bool) -> Tapir {
+        Tapir::spawn_env(host, who, args, exit_pipe, &[])
+    }
+
+    /// [`Tapir::spawn`] with extra environment variables. `XDG_CONFIG_HOME` defaults to an
+    /// empty scratch directory, so a per-user policy file of whoever runs the tests
+    /// (`~/.config/tapir/policy`) never applies.
+    pub fn spawn_env(
+        host: &HostNs,
+        who: As,
+        args: &[&str],
+        exit_pipe: bool,
+        env: &[(&str, &OsStr)],
+    ) -> Tapir {
         let dir = Scratch::new("tapir");
         let ready = dir.path("ready");
         let extra = extra_args();
@@ -623,8 +641,12 @@ impl Tapir {
         if exit_pipe {
             script = script.replacen(" -r 3 ", " -r 3 -e 4 ", 1) + " 4<&0";
         }
-        let child = host
-            .cmd(who, "sh")
+        let mut cmd = host.cmd(who, "sh");
+        cmd.env("XDG_CONFIG_HOME", dir.path("config"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .args(["-c", &script])
             .stdin(if exit_pipe {
                 Stdio::piped()

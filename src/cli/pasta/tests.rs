@@ -388,6 +388,10 @@ fn long_forms_and_abbreviations() {
 fn tapir_extras_do_not_change_pasta_abbreviations() {
     // --a is --address in pasta; --api-socket must not make it ambiguous.
     assert_eq!(opts(&["--a=10.0.0.1"]).address, addr("10.0.0.1"));
+    // tapir's --no-user-policy, exact or by a prefix none of pasta's options has.
+    assert!(opts(&["--no-user-policy"]).policy.no_user_policy);
+    assert!(opts(&["--no-user"]).policy.no_user_policy);
+    assert!(!opts(&["--no-ne"]).policy.no_user_policy);
     // --no-s is --no-splice in pasta, not ambiguous with --no-sandbox.
     assert!(opts(&["--no-s"]).no_splice);
     assert!(!opts(&["--no-s"]).no_sandbox);
