@@ -443,6 +443,15 @@ pub fn read_file(path: &Path, missing_ok: bool) -> Result<Option<Vec<Rule>>, Fil
     let f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A directory this user cannot even look into (HOME left at another user's, as `sudo
+        // -u` does) holds no file of theirs: the same as a missing one.
+        Err(e)
+            if missing_ok
+                && e.kind() == std::io::ErrorKind::PermissionDenied
+                && path.parent().is_some_and(|d| d.metadata().is_err()) =>
+        {
+            return Ok(None)
+        }
         Err(e) => return Err(fail(e)),
     };
     let mut text = String::new();

@@ -47,6 +47,14 @@ fn pasta_bin() -> PathBuf {
     link
 }
 
+/// An empty configuration directory, so that no per-user policy file of the machine running the
+/// tests (`~/.config/tapir/policy`) applies.
+fn no_user_config() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tapir-test-xdg-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
 /// tapir's own switch in the plain pass (see the module docs).
 fn sandbox_args() -> Vec<String> {
     if extra_args().is_empty() {
@@ -142,6 +150,7 @@ impl Lab {
         let mut child = self
             .host
             .cmd(who, "sh")
+            .env("XDG_CONFIG_HOME", no_user_config())
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -181,6 +190,7 @@ impl Lab {
         let child = self
             .host
             .cmd(who, "sh")
+            .env("XDG_CONFIG_HOME", no_user_config())
             .args(["-c", &script])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -577,7 +587,13 @@ fn no_template_means_link_local() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let out = host.sh(As::Runner, &script);
+    let out = host
+        .cmd(As::Runner, "sh")
+        .env("XDG_CONFIG_HOME", no_user_config())
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let pid: u32 = read(&pidfile).trim().parse().unwrap();
     let _daemon = Daemon(pid);
