@@ -247,7 +247,12 @@ start_helper() { # IMPL MTU -> sets HELPER, records ready_ms
     case $impl in
     tapir | slirp4netns)
         if [[ $impl == tapir ]]; then bin=$TAPIR; else bin=$SLIRP4NETNS; fi
-        local argv=(--configure "--mtu=$mtu" --api-socket "$W/api.sock" --ready-fd=3 "$GUEST" tap0)
+        local argv=(--configure "--mtu=$mtu" --api-socket "$W/api.sock" --ready-fd=3)
+        # TAPIR_ARGS: extra options for tapir (word-split), e.g. 100 egress rules for the
+        # policy-cost row (see benches/README.md).
+        # shellcheck disable=SC2206
+        if [[ $impl == tapir ]]; then argv+=(${TAPIR_ARGS:-}); fi
+        argv+=("$GUEST" tap0)
         cmd="host\$ $impl ${argv[*]} 3>FIFO (median of $READY_SAMPLES launches)"
         # A launch takes a few ms and varies by as much between launches: time
         # READY_SAMPLES - 1 throw-away launches into the same guest (each stopped with SIGTERM,

@@ -731,6 +731,9 @@ impl<'c> Runtime<'c> {
             self.proxy.on_forward_removed(fid);
         }
         self.proxy.set_policy(policy);
+        // A new watcher sees the flows that change from now on, this very turn included.
+        let watching = self.api.as_ref().is_some_and(|a| a.watchers() > 0);
+        self.proxy.set_flow_journal(watching);
         if kill {
             let n = self.proxy.kill_denied();
             log::info!("egress policy changed: {n} open flows it denies were closed");

@@ -247,12 +247,41 @@ while True:
         &format!(r#"{{"execute":"remove_policy","arguments":{{"id":{id}}}}}"#),
     );
     assert_eq!(r, r#"{"return":{}}"#);
+    // A flow watcher sees the flow close by the policy, with the rule that closed it.
+    let mut watch = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    std::io::Write::write_all(&mut watch, br#"{"execute":"watch_flows"}"#).unwrap();
+    watch
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut subscribed = String::new();
+    wait_until(Duration::from_secs(3), || {
+        let mut buf = [0u8; 256];
+        if let Ok(n) = std::io::Read::read(&mut watch, &mut buf) {
+            subscribed.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        subscribed.contains(r#"{"return":{}}"#)
+    });
     let r = api(
         &sock,
         r#"{"execute":"add_policy","arguments":{"rule":"deny 198.51.100.1","kill_matching":true}}"#,
     );
     assert!(r.contains(r#""id":2"#), "{r}");
     wait_until(Duration::from_secs(3), || read(&mark) == "reset");
+    let mut events = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !events.contains(r#""reason":"policy""#) && std::time::Instant::now() < deadline {
+        let mut buf = [0u8; 4096];
+        if let Ok(n) = std::io::Read::read(&mut watch, &mut buf) {
+            events.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    let closed = events
+        .lines()
+        .find(|l| l.contains(r#""reason":"policy""#))
+        .unwrap_or_else(|| panic!("no policy close event in {events:?}"));
+    let v: serde_json::Value = serde_json::from_str(closed).unwrap();
+    assert_eq!(v["event"], "closed");
+    assert_eq!(v["rule"], 2, "{closed}");
     // tapir ctl speaks the same calls.
     let out = std::process::Command::new(tapir_bin())
         .args(["ctl", &sock_arg, "policy", "list"])

@@ -160,7 +160,7 @@ pub fn render_list(table: &Table, filter: &Filter, now_ms: u64) -> String {
 pub fn render_event(ev: &Event, filter: &Filter, now_ms: u64) -> Option<String> {
     let (kind, id, e, reason) = match ev {
         Event::New(id, e) => ("new", *id, e, None),
-        Event::Closed(id, e, r) => ("closed", *id, e, Some(r.name())),
+        Event::Closed(id, e, r) => ("closed", *id, e, Some(r)),
     };
     if !filter.matches(e) {
         return None;
@@ -169,7 +169,11 @@ pub fn render_event(ev: &Event, filter: &Filter, now_ms: u64) -> Option<String> 
     m.insert("event".into(), json!(kind));
     m.extend(render_flow(id, e, now_ms));
     if let Some(r) = reason {
-        m.insert("reason".into(), json!(r));
+        m.insert("reason".into(), json!(r.name()));
+        if let crate::nat::journal::CloseReason::Policy { rule } = r {
+            // The rule that closed it (null: the policy's default).
+            m.insert("rule".into(), json!(rule));
+        }
     }
     let mut s = Value::Object(m).to_string();
     s.push('\n');

@@ -32,8 +32,12 @@ pub enum CloseReason {
     ConnectFailed,
     /// Setting up the flow's host side failed, before it carried traffic.
     SetupFailed,
-    /// A change of the egress policy denied it (`kill_matching`).
-    Policy,
+    /// A change of the egress policy denied it (`kill_matching`): the rule that denies it,
+    /// or `None` for the policy's default.
+    Policy {
+        /// Id of the denying rule.
+        rule: Option<u64>,
+    },
 }
 
 impl CloseReason {
@@ -45,7 +49,7 @@ impl CloseReason {
             CloseReason::EarlyDrop => "early_drop",
             CloseReason::ConnectFailed => "connect_failed",
             CloseReason::SetupFailed => "setup_failed",
-            CloseReason::Policy => "policy",
+            CloseReason::Policy { .. } => "policy",
         }
     }
 }

@@ -226,6 +226,9 @@ pub struct Table {
     udp_ports: HashMap<u16, usize>,
     /// New and closed flows for `watch_flows` (records only while enabled).
     journal: journal::Journal,
+    /// Why flows being ended elsewhere will close, when it is not how they end (a TCP flow
+    /// the policy kills closes later, after its RST, through the ordinary path).
+    close_reasons: HashMap<FlowId, journal::CloseReason>,
 }
 
 fn proto_index(p: Proto) -> usize {
@@ -284,6 +287,13 @@ impl Table {
         Ok(id)
     }
 
+    /// Record why flow `id` will close, whatever path removes it later.
+    pub fn set_close_reason(&mut self, id: FlowId, reason: journal::CloseReason) {
+        if self.slots.get(id).is_some_and(Option::is_some) {
+            self.close_reasons.insert(id, reason);
+        }
+    }
+
     /// Remove a flow whose setup failed, returning it.
     pub fn remove(&mut self, id: FlowId) -> Option<Entry> {
         self.remove_because(id, journal::CloseReason::SetupFailed)
@@ -293,6 +303,7 @@ impl Table {
     /// while still connecting is journaled as [`journal::CloseReason::ConnectFailed`].
     pub fn remove_because(&mut self, id: FlowId, reason: journal::CloseReason) -> Option<Entry> {
         let e = self.slots.get_mut(id)?.take()?;
+        let reason = self.close_reasons.remove(&id).unwrap_or(reason);
         self.journal.record(|| {
             let reason = match (e.key.proto, e.state, reason) {
                 (Proto::Tcp, State::Connecting, journal::CloseReason::Done) => {
@@ -1223,6 +1234,18 @@ mod tests {
         assert!(matches!(
             &evs[2],
             journal::Event::Closed(id, _, journal::CloseReason::Expired) if *id == u
+        ));
+        // A flow the policy killed closes later through the ordinary path, and says why.
+        let k = t
+            .insert(entry(Key::tcp(sa("10.0.2.100:2"), sa("198.51.100.1:80"))))
+            .unwrap();
+        t.set_close_reason(k, journal::CloseReason::Policy { rule: Some(7) });
+        t.remove_because(k, journal::CloseReason::Done);
+        let (evs, _) = t.journal_mut().take();
+        assert!(matches!(
+            evs.last(),
+            Some(journal::Event::Closed(id, _, journal::CloseReason::Policy { rule: Some(7) }))
+                if *id == k
         ));
     }
 

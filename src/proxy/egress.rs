@@ -87,21 +87,27 @@ impl Proxy {
     pub fn kill_denied(&mut self) -> usize {
         let mut doomed = Vec::new();
         for (id, e) in self.table.iter() {
+            // The denying rule's id (None: the default), if the policy denies it.
             let denied = |target: SocketAddr, guest_dst: SocketAddr| {
                 let dns = self.rules.is_dns(guest_dst.ip());
-                self.policy.check(e.key.proto, target, dns).is_err()
+                self.policy
+                    .check(e.key.proto, target, dns)
+                    .err()
+                    .map(|d| d.id)
             };
             let kill = match self.flows.get(id) {
-                Some(Some(Flow::Tcp(f))) => f.is_outbound() && denied(e.target, e.key.remote),
-                Some(Some(Flow::Udp(f))) => f.peers().iter().any(|&(t, d)| denied(t, d)),
+                Some(Some(Flow::Tcp(f))) if f.is_outbound() => denied(e.target, e.key.remote),
+                Some(Some(Flow::Udp(f))) => f.peers().iter().find_map(|&(t, d)| denied(t, d)),
                 Some(Some(Flow::Icmp(_))) => denied(e.target, e.target),
-                _ => false,
+                _ => None,
             };
-            if kill {
-                doomed.push((id, e.key.proto));
+            if let Some(rule) = kill {
+                doomed.push((id, e.key.proto, rule));
             }
         }
-        for &(id, proto) in &doomed {
+        for &(id, proto, rule) in &doomed {
+            let reason = crate::nat::journal::CloseReason::Policy { rule };
+            self.table.set_close_reason(id, reason);
             debug!(
                 "{} flow {id} closed: the egress policy now denies it",
                 proto.name()
@@ -111,13 +117,7 @@ impl Proxy {
                     f.abort();
                     self.work.mark(id);
                 }
-                _ => Proxy::close(
-                    &mut self.table,
-                    &mut self.flows,
-                    &mut self.work,
-                    id,
-                    crate::nat::journal::CloseReason::Policy,
-                ),
+                _ => Proxy::close(&mut self.table, &mut self.flows, &mut self.work, id, reason),
             }
         }
         doomed.len()
