@@ -64,6 +64,27 @@ fn sandbox_args() -> Vec<String> {
     }
 }
 
+/// `pasta ARGS` (tapir through the `pasta` symlink, after [`sandbox_args`]) run by `who` in the
+/// host namespace, with `tail` appended to the shell command (a redirection), no per-user
+/// configuration and no standard input.
+fn pasta_cmd(host: &HostNs, who: As, args: &[&str], tail: &str) -> Command {
+    let mut all: Vec<String> = sandbox_args();
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    let script = format!(
+        "exec {} {} {tail}",
+        shell_quote(&pasta_bin().to_string_lossy()),
+        all.iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut c = host.cmd(who, "sh");
+    c.env("XDG_CONFIG_HOME", no_user_config())
+        .args(["-c", &script])
+        .stdin(Stdio::null());
+    c
+}
+
 /// The host namespace with the template interface and the remote namespace behind it.
 struct Lab {
     host: HostNs,
@@ -137,22 +158,7 @@ impl Lab {
     /// when the process exited *and* stdout/stderr reached end of file, so a daemon that kept
     /// them would hang it). Returns (status, stdout, stderr); panics after 15 s.
     fn pasta(&self, who: As, args: &[&str]) -> (Option<i32>, String, String) {
-        let mut all: Vec<String> = sandbox_args();
-        all.extend(args.iter().map(|s| (*s).to_owned()));
-        let script = format!(
-            "exec {} {}",
-            shell_quote(&pasta_bin().to_string_lossy()),
-            all.iter()
-                .map(|a| shell_quote(a))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-        let mut child = self
-            .host
-            .cmd(who, "sh")
-            .env("XDG_CONFIG_HOME", no_user_config())
-            .args(["-c", &script])
-            .stdin(Stdio::null())
+        let mut child = pasta_cmd(&self.host, who, args, "")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -175,24 +181,9 @@ impl Lab {
 
     /// Start `pasta ARGS` in the foreground (rootlesskit 2.0's way); killed on drop.
     fn pasta_fg(&self, who: As, args: &[&str]) -> Foreground {
-        let mut all: Vec<String> = sandbox_args();
-        all.extend(args.iter().map(|s| (*s).to_owned()));
-        let log = self.dir.path(&format!("fg-{}.log", all.len()));
-        let script = format!(
-            "exec {} {} 2>{}",
-            shell_quote(&pasta_bin().to_string_lossy()),
-            all.iter()
-                .map(|a| shell_quote(a))
-                .collect::<Vec<_>>()
-                .join(" "),
-            shell_quote(&log.to_string_lossy())
-        );
-        let child = self
-            .host
-            .cmd(who, "sh")
-            .env("XDG_CONFIG_HOME", no_user_config())
-            .args(["-c", &script])
-            .stdin(Stdio::null())
+        let log = self.dir.path(&format!("fg-{}.log", args.len()));
+        let redirect = format!("2>{}", shell_quote(&log.to_string_lossy()));
+        let child = pasta_cmd(&self.host, who, args, &redirect)
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn pasta");
@@ -564,36 +555,19 @@ fn no_template_means_link_local() {
     let g = host.guest(As::Runner);
     let dir = Scratch::new("pasta-local");
     let pidfile = dir.path("pid");
-    let mut args = sandbox_args();
-    args.extend(
-        [
-            "--config-net",
-            "-q",
-            "-t",
-            "none",
-            "-u",
-            "none",
-            "-P",
-            &pidfile.to_string_lossy(),
-            &g.pid.to_string(),
-        ]
-        .map(str::to_owned),
-    );
-    let script = format!(
-        "exec {} {}",
-        shell_quote(&pasta_bin().to_string_lossy()),
-        args.iter()
-            .map(|a| shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    let out = host
-        .cmd(As::Runner, "sh")
-        .env("XDG_CONFIG_HOME", no_user_config())
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (pidfile_arg, pid_arg) = (pidfile.to_string_lossy(), g.pid.to_string());
+    let args = [
+        "--config-net",
+        "-q",
+        "-t",
+        "none",
+        "-u",
+        "none",
+        "-P",
+        &pidfile_arg,
+        &pid_arg,
+    ];
+    let out = pasta_cmd(&host, As::Runner, &args, "").output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let pid: u32 = read(&pidfile).trim().parse().unwrap();
     let _daemon = Daemon(pid);
