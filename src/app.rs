@@ -613,16 +613,24 @@ pub fn pasta(opts: &PastaOptions) -> Result<i32, Error> {
                 .to_owned(),
         )));
     };
+    serve_target(cfg, &target, || {
+        if !cfg.process.quiet {
+            pasta_banner(cfg, &host);
+        }
+    })
+}
+
+/// Both network front ends from here on: get the tap in `target`, print the front end's
+/// `banner`, serve until an exit condition. Returns the exit status.
+fn serve_target(cfg: &Config, target: &Target, banner: impl FnOnce()) -> Result<i32, Error> {
     let inherited = adopt_inherited(cfg);
-    let tap = obtain_tap(cfg, &target)?;
-    if !cfg.process.quiet {
-        pasta_banner(cfg, &host);
-    }
+    let tap = obtain_tap(cfg, target)?;
+    banner();
     let target_pid = match target {
-        Target::Pid(p) => Some(p),
+        Target::Pid(p) => Some(*p),
         _ => None,
     };
-    let ns = namespaces(cfg, &target);
+    let ns = namespaces(cfg, target);
     match serve(cfg, tap, inherited, &ns, target_pid, None)? {
         Exit::ChildExited(code) => Ok(code),
         _ => Ok(0),
@@ -632,22 +640,11 @@ pub fn pasta(opts: &PastaOptions) -> Result<i32, Error> {
 /// slirp4netns mode: attach to `cfg.target` and serve. Returns the exit status.
 pub fn attach(cfg: &Config) -> Result<i32, Error> {
     let cfg = &resolve_outbound(&with_user_policy(cfg)?)?;
-    let inherited = adopt_inherited(cfg);
     let target = cfg
         .target
         .clone()
         .ok_or_else(|| Error::Attach("no target namespace".into()))?;
-    let tap = obtain_tap(cfg, &target)?;
-    banner(cfg);
-    let target_pid = match target {
-        Target::Pid(p) => Some(p),
-        _ => None,
-    };
-    let ns = namespaces(cfg, &target);
-    match serve(cfg, tap, inherited, &ns, target_pid, None)? {
-        Exit::ChildExited(code) => Ok(code),
-        _ => Ok(0),
-    }
+    serve_target(cfg, &target, || banner(cfg))
 }
 
 /// Write a resolv.conf pointing at the DNS proxy, for `tapir run`'s command to see.
