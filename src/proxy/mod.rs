@@ -104,7 +104,7 @@ pub struct Counters {
     pub refused: u64,
     /// Datagrams dropped (send failures, no upstream, oversize replies).
     pub dropped: u64,
-    /// IPv4 fragments from the guest (reassembled before proxying).
+    /// IPv4 and IPv6 fragments from the guest (reassembled before proxying).
     pub fragments: u64,
     /// TCP port-forward connections that took the spliced path (also counted in `created`).
     pub spliced: u64,
