@@ -11,9 +11,11 @@
 //!
 //! ICMP errors the host receives for our datagrams arrive on the socket's error queue
 //! (`IP_RECVERR`) and are relayed to the guest by the type and code received (see
-//! [`error_kind`]): unreachable as unreachable, time exceeded as time exceeded (from the router
-//! that sent it, translated back like a reply's source), packet too big / fragmentation needed
-//! with its MTU. They quote a reconstruction of the guest's datagram header, so a guest's
+//! [`error_kind`]): unreachable as unreachable, time exceeded as time exceeded, packet too big /
+//! fragmentation needed with its MTU. They come from the address that sent them
+//! (`SO_EE_OFFENDER`: a router on the path, or the destination), translated back like a reply's
+//! source; errors the host raised itself, and errors about the DNS upstream, from the address
+//! the guest sent to. They quote a reconstruction of the guest's datagram header, so a guest's
 //! connected UDP socket sees `ECONNREFUSED` or learns the path MTU as it would on a real
 //! network.
 //!
