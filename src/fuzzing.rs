@@ -10,7 +10,7 @@
 //!
 //! - [`guest_frame`]: one Ethernet frame from the guest, the whole way a tap read takes it in
 //!   [`crate::runtime`]: virtual hosts (ARP, NDP, DHCP, DHCPv6, router solicitations, echo of
-//!   N+2/N+3), classification, IPv4 reassembly, the proxies (TCP into a flow's smoltcp socket
+//!   N+2/N+3), classification, IPv4 and IPv6 reassembly, the proxies (TCP into a flow's smoltcp socket
 //!   set, UDP and ICMP echo to host sockets), smoltcp's ingress and egress, and the frames built
 //!   on the way back (RST, ICMP errors, UDP replies), taken off the queue as the tap would.
 //! - [`guest_frames`]: the same for a sequence of frames with a fake clock between them, so TCP

@@ -102,6 +102,8 @@ pub struct Stats {
     pub host_errors: BTreeMap<String, u64>,
     /// DNS queries from the guest to the virtual DNS address.
     pub dns_queries: u64,
+    /// ICMPv6 "packet too big" and ICMP "fragmentation needed" errors sent to the guest.
+    pub icmp_too_big_sent: u64,
     /// API requests answered (this one not included).
     pub api_requests: u64,
     /// `watch_flows` subscribers connected.
@@ -230,6 +232,12 @@ pub fn to_prometheus(s: &Stats) -> String {
         s.dns_queries,
     );
     o.one(
+        "tapir_icmp_too_big_sent_total",
+        "counter",
+        "ICMP packet-too-big / fragmentation-needed errors sent to the guest.",
+        s.icmp_too_big_sent,
+    );
+    o.one(
         "tapir_api_requests_total",
         "counter",
         "API requests answered.",
@@ -274,6 +282,7 @@ mod tests {
             refused_full: 1,
             refused_rules: 2,
             dns_queries: 3,
+            icmp_too_big_sent: 6,
             api_requests: 4,
             ..Stats::default()
         };
@@ -303,6 +312,7 @@ mod tests {
             "tapir_refused_total{reason=\"policy\"} 0",
             "tapir_host_errors_total{errno=\"ECONNREFUSED\"} 1",
             "tapir_dns_queries_total 3",
+            "tapir_icmp_too_big_sent_total 6",
             "# TYPE tapir_api_requests_total counter",
             "tapir_api_requests_total 4",
         ] {

@@ -1,8 +1,10 @@
-//! IPv6 beyond the default fd00::/64: `--cidr6`, and IPv6 port forwards (API and `-p`).
+//! IPv6 beyond the default fd00::/64: `--cidr6`, IPv6 port forwards (API and `-p`), fragments
+//! both ways, and ICMP errors from the host path (packet too big, time exceeded; IPv4 beside).
 //!
 //! Servers listen in the private host namespace (`::1`, or an extra address on its `lo`) or in
-//! the guest; DNS goes to `tests/tools/dnsserve.py` on `::1` through the private resolv.conf.
-//! The guest gets its address by SLAAC from tapir's router advertisements.
+//! the guest; a "remote" behind a router sits in namespaces of its own ([`routed_remote`]).
+//! DNS goes to `tests/tools/dnsserve.py` on `::1` through the private resolv.conf. The guest
+//! gets its address by SLAAC from tapir's router advertisements.
 
 mod common;
 use common::*;
@@ -300,4 +302,166 @@ fn tapir_run_with_cidr6_names_the_moved_dns_and_gets_slaac() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("nameserver {PREFIX}3\n")), "{out:?}");
     assert!(text.contains("inet6 fd42:7a:1:2:"), "{out:?}");
+}
+
+/// A routed "remote" for the host path: the private host namespace reaches a router namespace
+/// over a veth (198.51.100.0/24, 2001:db8:1::/64; the router is .2 / ::2), and the router
+/// reaches a far namespace over a second veth of MTU 1280 (203.0.113.0/24, 2001:db8:2::/64;
+/// the far end is .2 / ::2). On the host, the IPv4 route to the far net has MTU 1000, so an
+/// IPv4 datagram too big is refused by the host itself, an IPv6 one by the router. Nothing
+/// answers UDP in the far namespace (port unreachable). Returns the namespace holders.
+fn routed_remote(host: &HostNs) -> [Bg; 2] {
+    let router = host.spawn(As::Runner, "unshare -n sleep 3600");
+    let far = host.spawn(As::Runner, "unshare -n sleep 3600");
+    let rp = wait_for_descendant(router.0.id(), "sleep");
+    let fp = wait_for_descendant(far.0.id(), "sleep");
+    let script = format!(
+        "set -e
+         ip link add h0 type veth peer name r0 netns /proc/{rp}/ns/net
+         ip addr add 198.51.100.1/24 dev h0
+         ip -6 addr add 2001:db8:1::1/64 dev h0 nodad
+         ip link set h0 up
+         ip route add 203.0.113.0/24 via 198.51.100.2 mtu lock 1000
+         ip -6 route add 2001:db8:2::/64 via 2001:db8:1::2
+         nsenter -t {rp} -n sh -c 'set -e; ip link set lo up
+           ip addr add 198.51.100.2/24 dev r0; ip -6 addr add 2001:db8:1::2/64 dev r0 nodad
+           ip link set r0 up
+           ip link add r1 type veth peer name f0 netns /proc/{fp}/ns/net
+           ip link set r1 mtu 1280
+           ip addr add 203.0.113.1/24 dev r1; ip -6 addr add 2001:db8:2::1/64 dev r1 nodad
+           ip link set r1 up
+           echo 1 > /proc/sys/net/ipv4/ip_forward
+           echo 1 > /proc/sys/net/ipv6/conf/all/forwarding'
+         nsenter -t {fp} -n sh -c 'set -e; ip link set lo up; ip link set f0 mtu 1280
+           ip addr add 203.0.113.2/24 dev f0; ip -6 addr add 2001:db8:2::2/64 dev f0 nodad
+           ip link set f0 up
+           ip route add default via 203.0.113.1; ip -6 route add default via 2001:db8:2::1'"
+    );
+    let out = host.sh(As::Runner, &script);
+    assert!(out.status.success(), "routed remote namespaces: {out:?}");
+    // The far end answers through the router before any test relies on it.
+    wait_until(Duration::from_secs(5), || {
+        host.sh(
+            As::Runner,
+            "ping -6 -c 1 -W 1 2001:db8:2::2 && ping -c 1 -W 1 203.0.113.2",
+        )
+        .status
+        .success()
+    });
+    [router, far]
+}
+
+/// Run `tests/tools/udpprobe.py` in the guest; its one line of output.
+fn probe(g: &Guest, args: &str) -> String {
+    g.ok(&format!("python3 {}/udpprobe.py {args}", tools()))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn datagram_too_big_for_the_host_path_gets_packet_too_big() {
+    let Some(host) = host() else { return };
+    need!("python3", "ping");
+    let _ns = routed_remote(&host);
+    let dir = Scratch::new("v6ptb");
+    let api_sock = dir.path("api.sock");
+    let api_s = api_sock.to_string_lossy().into_owned();
+    let (g, t) = host.start(&["-c", "-6", "--mtu=1500", "--api-socket", &api_s]);
+    slaac(&g, &t, "fd00:");
+    // IPv6: the router cannot forward 1400 bytes onto its 1280 link; its Packet Too Big
+    // reaches the host socket and is relayed with the MTU.
+    let out = probe(&g, "2001:db8:2::2 9 1400");
+    assert!(
+        out.starts_with("errno=EMSGSIZE origin=3 type=2 code=0 info=1280 "),
+        "{out}\n{}",
+        t.logs()
+    );
+    // The guest learned the path MTU: the next datagram that large fails at once.
+    let route = g.ok("ip -6 route get 2001:db8:2::2");
+    assert!(route.contains("mtu 1280"), "{route}");
+    assert_eq!(probe(&g, "2001:db8:2::2 9 1400"), "local EMSGSIZE");
+    // IPv4 with DF: the host's own route is 1000 bytes; the guest hears "fragmentation
+    // needed" with that MTU.
+    let out = probe(&g, "203.0.113.2 9 1400");
+    assert!(
+        out.starts_with("errno=EMSGSIZE origin=2 type=3 code=4 info=1000 "),
+        "{out}\n{}",
+        t.logs()
+    );
+    let info = get_info(&api_sock);
+    assert!(
+        info["return"]["icmp_too_big_sent"].as_u64() >= Some(2),
+        "{info}"
+    );
+    // Datagrams that fit still go through (the far end refuses the port: an answer).
+    let out = probe(&g, "2001:db8:2::2 9 1000");
+    assert!(
+        out.starts_with("errno=ECONNREFUSED origin=3 type=1 code=4 "),
+        "{out}"
+    );
+}
+
+#[test]
+fn hop_limits_pass_on_and_time_exceeded_comes_back_from_the_router() {
+    let Some(host) = host() else { return };
+    need!("python3", "ping");
+    let _ns = routed_remote(&host);
+    let (g, t) = host.start(&["-c", "-6"]);
+    slaac(&g, &t, "fd00:");
+    // Hop limit 1 dies at the router, which answers with Time Exceeded from its own address;
+    // hop limit 2 reaches the far end, which refuses the port: what traceroute -U needs.
+    for (args, want) in [
+        (
+            "2001:db8:2::2 33434 20 1",
+            "errno=EHOSTUNREACH origin=3 type=3 code=0 info=0 from=2001:db8:1::2",
+        ),
+        (
+            "2001:db8:2::2 33435 20 2",
+            "errno=ECONNREFUSED origin=3 type=1 code=4 info=0 from=2001:db8:2::2",
+        ),
+        (
+            "203.0.113.2 33434 20 1",
+            "errno=EHOSTUNREACH origin=2 type=11 code=0 info=0 from=198.51.100.2",
+        ),
+        (
+            "203.0.113.2 33435 20 2",
+            "errno=ECONNREFUSED origin=2 type=3 code=3 info=0 from=203.0.113.2",
+        ),
+    ] {
+        assert_eq!(probe(&g, args), want, "{args}\n{}", t.logs());
+    }
+}
+
+#[test]
+fn ipv6_guest_datagram_of_9000_bytes_at_mtu_1500_arrives_whole() {
+    let Some(host) = host() else { return };
+    need!("python3");
+    let _echo = host.spawn(As::Runner, &format!("{} udpecho ::1 18340", tcpserve()));
+    host.wait_listening(18340, true);
+    let dir = Scratch::new("v6reasm");
+    let api_sock = dir.path("api.sock");
+    let api_s = api_sock.to_string_lossy().into_owned();
+    let (g, t) = host.start(&["-c", "-6", "--mtu=1500", "--api-socket", &api_s]);
+    slaac(&g, &t, "fd00:");
+    // The guest's kernel fragments the datagram; tapir reassembles it for the host socket, and
+    // fragments the echo on the way back.
+    let script = r#"
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.settimeout(2)
+data = bytes(i % 251 for i in range(9000))
+for attempt in range(3):
+    s.sendto(data, ("fd00::2", 18340))
+    try:
+        back = s.recv(65535)
+        print(len(back), back == data)
+        break
+    except socket.timeout:
+        pass
+"#;
+    let out = g.ok(&format!("python3 -c {}", shell_quote(script)));
+    assert_eq!(out.trim(), "9000 True", "{}", t.logs());
+    let info = get_info(&api_sock);
+    assert!(info["return"]["fragments"].as_u64() >= Some(7), "{info}");
+    assert_eq!(info["return"]["reassembly_dropped"], 0, "{info}");
 }

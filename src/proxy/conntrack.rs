@@ -66,6 +66,7 @@ impl Proxy {
         }
         s.host_errors = c.host_errors.to_map();
         s.dns_queries = c.dns_queries;
+        s.icmp_too_big_sent = c.too_big_sent;
     }
 
     /// Record new and closed flows from now on (`true`) or stop and forget them (`false`).

@@ -104,7 +104,7 @@ pub struct Counters {
     pub refused: u64,
     /// Datagrams dropped (send failures, no upstream, oversize replies).
     pub dropped: u64,
-    /// IPv4 fragments from the guest (reassembled before proxying).
+    /// IPv4 and IPv6 fragments from the guest (reassembled before proxying).
     pub fragments: u64,
     /// TCP port-forward connections that took the spliced path (also counted in `created`).
     pub spliced: u64,
@@ -118,6 +118,9 @@ pub struct Counters {
     pub host_errors: crate::stats::ErrnoCounts,
     /// Guest datagrams to the virtual DNS address's port 53.
     pub dns_queries: u64,
+    /// ICMPv6 "packet too big" and ICMP "fragmentation needed" errors sent to the guest (its
+    /// datagram did not fit the host path's MTU).
+    pub too_big_sent: u64,
 }
 
 /// Shared state the protocol handlers need besides their own flow.
@@ -188,6 +191,9 @@ pub struct Proxy {
     serving: Vec<FlowId>,
     buf: Vec<u8>,
     reassembler: Reassembler,
+    /// The frame being routed was reassembled from guest fragments (so the host may fragment
+    /// it again: [`udp::HeaderBits`]).
+    reassembled: bool,
     /// UDP port-forward sessions: (guest endpoint, client as the guest sees it) -> forward.
     sessions: udp::Sessions,
     /// The guest's MAC, from the last frame classified here (for frames we originate).
@@ -256,6 +262,7 @@ impl Proxy {
             serving: Vec::new(),
             buf: Vec::new(),
             reassembler: Reassembler::new(),
+            reassembled: false,
             sessions: udp::Sessions::default(),
             guest_mac: None,
             pending_forwards: Vec::new(),
@@ -321,6 +328,7 @@ impl Proxy {
             "fragments": c.fragments,
             "udp6_fragmented": self.emitter.fragmented_v6(),
             "reassembly_dropped": self.reassembler.dropped(),
+            "icmp_too_big_sent": c.too_big_sent,
         })
     }
 
@@ -433,6 +441,7 @@ impl Proxy {
             dst: guest_mac,
         };
         let icmp_on = self.icmp;
+        let reassembled = self.reassembled;
         let (mut env, table, flows) = self.env(now_ms);
         let mut icmp_unavailable = false;
         let created = env.counters.created;
@@ -454,8 +463,9 @@ impl Proxy {
                 payload,
                 packet,
             } => {
+                let bits = udp::HeaderBits::of(packet, reassembled);
                 udp::on_guest_datagram(
-                    &mut env, table, flows, stack, registry, l2, src, dst, payload, packet,
+                    &mut env, table, flows, stack, registry, l2, src, dst, payload, packet, bits,
                 );
                 Route::Consumed
             }
@@ -486,7 +496,9 @@ impl Proxy {
                     let mut f = Vec::with_capacity(eth + whole.len());
                     f.extend_from_slice(&frame[..eth]);
                     f.extend_from_slice(&whole);
+                    self.reassembled = true;
                     self.on_guest_frame(stack, registry, forwards, f, now);
+                    self.reassembled = false;
                 }
                 return Route::Consumed;
             }

@@ -330,13 +330,25 @@ fn refuse_connect(
         Some(libc::ECONNREFUSED | libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
             return true
         }
-        Some(libc::EHOSTUNREACH) => Unreachable::Host,
-        _ => Unreachable::Net,
+        _ => unreachable_for(e),
     };
     let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
         stack.device.push_tx(f);
     });
     false
+}
+
+/// The ICMP(v6) error that tells the guest why a host connect failed (other than a refusal),
+/// the same for both families: the kernel reports the ICMP error it received as the errno
+/// (`EHOSTUNREACH` for host unreachable and time exceeded, and for ICMPv4 administratively
+/// prohibited; `EACCES` for ICMPv6 administratively prohibited; `EPERM` for a local firewall
+/// drop); anything else, a timeout included, is "network unreachable".
+fn unreachable_for(e: &io::Error) -> Unreachable {
+    match e.raw_os_error() {
+        Some(libc::EHOSTUNREACH) => Unreachable::Host,
+        Some(libc::EACCES | libc::EPERM) => Unreachable::Prohibited,
+        _ => Unreachable::Net,
+    }
 }
 
 fn is_would_block(e: &io::Error) -> bool {
@@ -610,11 +622,7 @@ impl Flow {
                     sock.abort(); // RST on the next poll, then the flow is removed
                     return true;
                 }
-                let kind = if e.raw_os_error() == Some(libc::EHOSTUNREACH) {
-                    Unreachable::Host
-                } else {
-                    Unreachable::Net
-                };
+                let kind = unreachable_for(&e);
                 let _ = env.emitter.unreachable(self.l2, kind, &self.syn, &mut |f| {
                     stack.device.push_tx(f);
                 });
@@ -628,6 +636,16 @@ impl Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_errors_become_the_same_icmp_errors_in_both_families() {
+        let kind = |n| unreachable_for(&io::Error::from_raw_os_error(n));
+        assert_eq!(kind(libc::EHOSTUNREACH), Unreachable::Host);
+        assert_eq!(kind(libc::EACCES), Unreachable::Prohibited);
+        assert_eq!(kind(libc::EPERM), Unreachable::Prohibited);
+        assert_eq!(kind(libc::ENETUNREACH), Unreachable::Net);
+        assert_eq!(kind(libc::ETIMEDOUT), Unreachable::Net);
+    }
     use smoltcp::iface::{Config, Interface};
     use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
     use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};

@@ -8,8 +8,8 @@
 //! UDP datagrams and ICMP echo requests are proxied at frame level without smoltcp at all (one
 //! host socket per guest endpoint, replies built by [`super::emit`]). [`classify`] parses the
 //! frame through smoltcp's checked wire types and says which case it is; it never modifies the
-//! frame and never panics. Fragmented IPv4 packets are reported as [`Guest::Fragment`] for
-//! [`super::reassembly`].
+//! frame and never panics. Fragmented IPv4 packets, and IPv6 packets whose first extension
+//! header is a Fragment header, are reported as [`Guest::Fragment`] for [`super::reassembly`].
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -64,7 +64,7 @@ pub enum Guest<'a> {
         /// The whole IP packet (quoted in ICMP errors).
         packet: &'a [u8],
     },
-    /// A fragment of a larger IPv4 datagram.
+    /// A fragment of a larger IPv4 or IPv6 datagram.
     Fragment,
     /// Anything else: for smoltcp (or already handled by the virtual hosts).
     Other,
@@ -154,8 +154,9 @@ fn classify_v6(packet: &[u8]) -> Guest<'_> {
         return Guest::Other;
     };
     let packet = &packet[..total];
-    // Extension headers are not walked: such packets go to smoltcp.
+    // Other extension headers are not walked: such packets go to smoltcp.
     match ip.next_header() {
+        IpProtocol::Ipv6Frag => Guest::Fragment,
         IpProtocol::Tcp => tcp(src, dst, body, packet),
         IpProtocol::Udp => udp(src, dst, body, packet),
         IpProtocol::Icmpv6 => {
@@ -284,19 +285,21 @@ mod tests {
                 ..
             }
         ));
-        // A big datagram is fragmented by the emitter; each fragment classifies as Fragment.
-        frames.clear();
-        e.udp(
-            l2(),
-            sa("10.0.2.2:1"),
-            sa("10.0.2.100:2"),
-            &[0u8; 4000],
-            &mut |f| frames.push(f.to_vec()),
-        )
-        .unwrap();
-        assert_eq!(frames.len(), 3);
-        for f in &frames {
-            assert_eq!(classify(f), Guest::Fragment);
+        // A big datagram is fragmented by the emitter; each fragment classifies as Fragment,
+        // IPv4 fragments and IPv6 ones (a Fragment header) alike.
+        for (src, dst) in [
+            (sa("10.0.2.2:1"), sa("10.0.2.100:2")),
+            (sa("[fd00::2]:1"), sa("[fd00::100]:2")),
+        ] {
+            frames.clear();
+            e.udp(l2(), src, dst, &[0u8; 4000], &mut |f| {
+                frames.push(f.to_vec())
+            })
+            .unwrap();
+            assert_eq!(frames.len(), 3);
+            for f in &frames {
+                assert_eq!(classify(f), Guest::Fragment);
+            }
         }
     }
 

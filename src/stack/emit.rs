@@ -4,7 +4,8 @@
 //!
 //! UDP and ICMP echo are proxied at frame level (see [`super::classify`]), so their replies,
 //! and the ICMP errors that report a failed host connect or an ICMP error received on a host
-//! socket, are built here with smoltcp's wire emitters into one reusable scratch buffer and
+//! socket (unreachable, time exceeded, packet too big: one builder, [`Emitter::icmp_error`],
+//! for both families), are built here with smoltcp's wire emitters into one reusable scratch buffer and
 //! handed to a callback (the runtime's transmit queue). Checksums are always computed.
 //!
 //! A UDP datagram larger than the guest's MTU is split into fragments that the guest kernel
@@ -18,8 +19,9 @@ use std::net::{IpAddr, SocketAddr};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4DstUnreachable,
-    Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable, Icmpv6Packet, Icmpv6Repr, IpAddress,
-    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr,
+    Icmpv4Packet, Icmpv4Repr, Icmpv4TimeExceeded, Icmpv6DstUnreachable, Icmpv6Packet, Icmpv6Repr,
+    Icmpv6TimeExceeded, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
+    UdpPacket, UdpRepr,
 };
 
 use crate::device::ETHERNET_HEADER_LEN;
@@ -33,8 +35,11 @@ const UDP_HEADER_LEN: usize = 8;
 const IPV6_FRAG_HEADER_LEN: usize = 8;
 /// Largest IPv6 payload without a jumbogram option.
 const IPV6_MAX_PAYLOAD: usize = 65_535;
-/// IPv6 minimum MTU: ICMPv6 errors quote at most this much (RFC 4443 §2.4).
+/// IPv6 minimum MTU: ICMPv6 errors quote at most this much (RFC 4443 §2.4), and no "packet
+/// too big" names less (RFC 8200 §5).
 const IPV6_MIN_MTU: usize = 1280;
+/// IPv4 minimum MTU (RFC 791): no "fragmentation needed" names less.
+const IPV4_MIN_MTU: usize = 68;
 
 /// Link-layer addressing of an emitted frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +76,21 @@ pub enum Unreachable {
     /// Administratively prohibited (ICMPv4 type 3 code 13, ICMPv6 type 1 code 1): the egress
     /// policy denied the flow.
     Prohibited,
+}
+
+/// ICMP errors we report to the guest about a packet it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpError {
+    /// Destination unreachable, for the reason given.
+    Unreachable(Unreachable),
+    /// Time (hop limit) exceeded in transit: ICMPv4 type 11 code 0, ICMPv6 type 3 code 0.
+    TimeExceeded,
+    /// Larger than the path MTU: ICMPv6 Packet Too Big (type 2), or ICMPv4 "fragmentation
+    /// needed" (type 3 code 4) with the next-hop MTU (RFC 1191).
+    TooBig {
+        /// The path MTU (clamped by the emitter, see [`Emitter::icmp_error`]).
+        mtu: u32,
+    },
 }
 
 /// Builds frames into a reusable buffer.
@@ -342,6 +362,23 @@ impl Emitter {
         quoted: &[u8],
         out: &mut dyn FnMut(&[u8]),
     ) -> Result<(), EmitError> {
+        self.icmp_error(l2, IcmpError::Unreachable(kind), None, quoted, out)
+    }
+
+    /// An ICMP(v6) error about `quoted` (an IP packet the guest sent, or a reconstruction of
+    /// its headers) to the guest, from `from` or, without it, from the address the guest tried
+    /// to reach. ICMPv4 quotes the IP header and 8 bytes (RFC 792); ICMPv6 as much as keeps
+    /// the error within the IPv6 minimum MTU (RFC 4443 §2.4). A "too big" MTU is clamped to
+    /// between the family's minimum and the guest's MTU: a guest told of a larger MTU than its
+    /// own link has would gain nothing, and one below the minimum is not valid.
+    pub fn icmp_error(
+        &mut self,
+        l2: L2,
+        kind: IcmpError,
+        from: Option<IpAddr>,
+        quoted: &[u8],
+        out: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), EmitError> {
         let caps = ChecksumCapabilities::default();
         let version = quoted.first().map(|b| b >> 4);
         if version == Some(4) {
@@ -350,20 +387,53 @@ impl Emitter {
                 .map_err(|_| EmitError::BadQuote)?;
             let hl = usize::from(p.header_len());
             let data = quoted.get(hl..(hl + 8).min(quoted.len())).unwrap_or(&[]);
-            let reason = match kind {
-                Unreachable::Net => Icmpv4DstUnreachable::NetUnreachable,
-                Unreachable::Host => Icmpv4DstUnreachable::HostUnreachable,
-                Unreachable::Port => Icmpv4DstUnreachable::PortUnreachable,
-                Unreachable::Prohibited => Icmpv4DstUnreachable::CommProhibited,
+            let (icmp, mtu) = match kind {
+                IcmpError::Unreachable(u) => {
+                    let reason = match u {
+                        Unreachable::Net => Icmpv4DstUnreachable::NetUnreachable,
+                        Unreachable::Host => Icmpv4DstUnreachable::HostUnreachable,
+                        Unreachable::Port => Icmpv4DstUnreachable::PortUnreachable,
+                        Unreachable::Prohibited => Icmpv4DstUnreachable::CommProhibited,
+                    };
+                    let r = Icmpv4Repr::DstUnreachable {
+                        reason,
+                        header,
+                        data,
+                    };
+                    (r, None)
+                }
+                IcmpError::TimeExceeded => {
+                    let r = Icmpv4Repr::TimeExceeded {
+                        reason: Icmpv4TimeExceeded::TtlExpired,
+                        header,
+                        data,
+                    };
+                    (r, None)
+                }
+                IcmpError::TooBig { mtu } => {
+                    let r = Icmpv4Repr::DstUnreachable {
+                        reason: Icmpv4DstUnreachable::FragRequired,
+                        header,
+                        data,
+                    };
+                    (r, Some(self.clamp_mtu(mtu, IPV4_MIN_MTU)))
+                }
             };
-            let icmp = Icmpv4Repr::DstUnreachable {
-                reason,
-                header,
-                data,
+            let s = match from {
+                None => header.dst_addr,
+                Some(IpAddr::V4(a)) => a,
+                Some(IpAddr::V6(_)) => return Err(EmitError::Family),
             };
-            let (s, d) = (header.dst_addr, header.src_addr);
+            let d = header.src_addr;
             self.ipv4(l2, s, d, IpProtocol::Icmp, icmp.buffer_len(), out, |b| {
-                icmp.emit(&mut Icmpv4Packet::new_unchecked(b), &caps)
+                let mut packet = Icmpv4Packet::new_unchecked(b);
+                icmp.emit(&mut packet, &caps);
+                if let Some(mtu) = mtu {
+                    // RFC 1191: the next-hop MTU sits in the low 16 bits of the "unused" word,
+                    // where an echo message has its sequence number.
+                    packet.set_echo_seq_no(u16::try_from(mtu).unwrap_or(u16::MAX));
+                    packet.fill_checksum();
+                }
             })
         } else if version == Some(6) {
             let p = Ipv6Packet::new_checked(quoted).map_err(|_| EmitError::BadQuote)?;
@@ -371,24 +441,50 @@ impl Emitter {
             let room = IPV6_MIN_MTU - IPV6_HEADER_LEN - 8 - IPV6_HEADER_LEN;
             let end = quoted.len().min(IPV6_HEADER_LEN + room);
             let data = quoted.get(IPV6_HEADER_LEN..end).unwrap_or(&[]);
-            let reason = match kind {
-                Unreachable::Net => Icmpv6DstUnreachable::NoRoute,
-                Unreachable::Host => Icmpv6DstUnreachable::AddrUnreachable,
-                Unreachable::Port => Icmpv6DstUnreachable::PortUnreachable,
-                Unreachable::Prohibited => Icmpv6DstUnreachable::AdminProhibit,
+            let icmp = match kind {
+                IcmpError::Unreachable(u) => {
+                    let reason = match u {
+                        Unreachable::Net => Icmpv6DstUnreachable::NoRoute,
+                        Unreachable::Host => Icmpv6DstUnreachable::AddrUnreachable,
+                        Unreachable::Port => Icmpv6DstUnreachable::PortUnreachable,
+                        Unreachable::Prohibited => Icmpv6DstUnreachable::AdminProhibit,
+                    };
+                    Icmpv6Repr::DstUnreachable {
+                        reason,
+                        header,
+                        data,
+                    }
+                }
+                IcmpError::TimeExceeded => Icmpv6Repr::TimeExceeded {
+                    reason: Icmpv6TimeExceeded::HopLimitExceeded,
+                    header,
+                    data,
+                },
+                IcmpError::TooBig { mtu } => Icmpv6Repr::PktTooBig {
+                    mtu: self.clamp_mtu(mtu, IPV6_MIN_MTU),
+                    header,
+                    data,
+                },
             };
-            let icmp = Icmpv6Repr::DstUnreachable {
-                reason,
-                header,
-                data,
+            let s = match from {
+                None => header.dst_addr,
+                Some(IpAddr::V6(a)) => a,
+                Some(IpAddr::V4(_)) => return Err(EmitError::Family),
             };
-            let (s, d) = (header.dst_addr, header.src_addr);
+            let d = header.src_addr;
             self.ipv6(l2, s, d, IpProtocol::Icmpv6, icmp.buffer_len(), out, |b| {
                 icmp.emit(&s, &d, &mut Icmpv6Packet::new_unchecked(b), &caps)
             })
         } else {
             Err(EmitError::BadQuote)
         }
+    }
+
+    /// `mtu` within [`min`, the guest's MTU] (the minimum wins over a smaller guest MTU).
+    fn clamp_mtu(&self, mtu: u32, min: usize) -> u32 {
+        let guest = u32::try_from(self.mtu).unwrap_or(u32::MAX);
+        let min = u32::try_from(min).unwrap_or(0);
+        mtu.min(guest).max(min)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -623,5 +719,99 @@ mod tests {
         assert!(e
             .unreachable(l2(), Unreachable::Net, &[0x45, 0], &mut |_| {})
             .is_err());
+    }
+    /// The guest's datagram `src -> dst` with `len` payload bytes, as an IP packet.
+    fn guest_packet(e: &mut Emitter, src: &str, dst: &str, len: usize) -> Vec<u8> {
+        let frames = collect(|o| {
+            e.udp(
+                l2(),
+                src.parse().unwrap(),
+                dst.parse().unwrap(),
+                &vec![7; len],
+                o,
+            )
+            .unwrap()
+        });
+        assert_eq!(frames.len(), 1);
+        frames[0][14..].to_vec()
+    }
+
+    #[test]
+    fn time_exceeded_from_the_router_in_both_families() {
+        let mut e = Emitter::new(1500);
+        let q4 = guest_packet(&mut e, "10.0.2.100:4000", "192.0.2.7:33434", 20);
+        let router: IpAddr = "198.51.100.1".parse().unwrap();
+        let f = collect(|o| {
+            e.icmp_error(l2(), IcmpError::TimeExceeded, Some(router), &q4, o)
+                .unwrap()
+        });
+        let ip = Ipv4Packet::new_checked(&f[0][14..]).unwrap();
+        assert_eq!(IpAddr::V4(ip.src_addr()), router);
+        let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum());
+        assert_eq!((u8::from(icmp.msg_type()), icmp.msg_code()), (11, 0));
+        // Header (rebuilt by smoltcp: same addresses, protocol and lengths) and 8 bytes quoted.
+        assert_eq!(icmp.data()[12..], q4[12..28]);
+
+        let q6 = guest_packet(&mut e, "[fd00::100]:4000", "[2001:db8::7]:33434", 20);
+        let router: IpAddr = "2001:db8:1::1".parse().unwrap();
+        let f = collect(|o| {
+            e.icmp_error(l2(), IcmpError::TimeExceeded, Some(router), &q6, o)
+                .unwrap()
+        });
+        let ip = Ipv6Packet::new_checked(&f[0][14..]).unwrap();
+        assert_eq!(IpAddr::V6(ip.src_addr()), router);
+        assert_eq!(
+            ip.dst_addr(),
+            "fd00::100".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
+        assert_eq!((u8::from(icmp.msg_type()), icmp.msg_code()), (3, 0));
+        assert_eq!(icmp.payload(), &q6[..], "all of a small packet is quoted");
+        // A source of the other family is refused.
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let r = e.icmp_error(l2(), IcmpError::TimeExceeded, Some(v4), &q6, &mut |_| {});
+        assert_eq!(r, Err(EmitError::Family));
+    }
+
+    #[test]
+    fn packet_too_big_quotes_within_1280_and_clamps_the_mtu() {
+        let mut e = Emitter::new(9000);
+        let q6 = guest_packet(&mut e, "[fd00::100]:4000", "[2001:db8::7]:9", 8000);
+        for (mtu, told) in [(1400, 1400), (500, 1280), (65_000, 9000)] {
+            let f = collect(|o| {
+                e.icmp_error(l2(), IcmpError::TooBig { mtu }, None, &q6, o)
+                    .unwrap()
+            });
+            assert_eq!(
+                f[0].len(),
+                14 + 1280,
+                "the error fills the minimum MTU exactly"
+            );
+            let ip = Ipv6Packet::new_checked(&f[0][14..]).unwrap();
+            assert_eq!(
+                ip.src_addr(),
+                "2001:db8::7".parse::<std::net::Ipv6Addr>().unwrap()
+            );
+            let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+            assert!(icmp.verify_checksum(&ip.src_addr(), &ip.dst_addr()));
+            assert_eq!(u8::from(icmp.msg_type()), 2);
+            assert_eq!(icmp.pkt_too_big_mtu(), told);
+            assert_eq!(icmp.payload(), &q6[..1280 - 48]);
+        }
+        let q4 = guest_packet(&mut e, "10.0.2.100:4000", "192.0.2.7:9", 3000);
+        for (mtu, told) in [(1400, 1400), (20, 68), (100_000, 9000)] {
+            let f = collect(|o| {
+                e.icmp_error(l2(), IcmpError::TooBig { mtu }, None, &q4, o)
+                    .unwrap()
+            });
+            let ip = Ipv4Packet::new_checked(&f[0][14..]).unwrap();
+            let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+            assert!(icmp.verify_checksum(), "checksum covers the MTU field");
+            assert_eq!((u8::from(icmp.msg_type()), icmp.msg_code()), (3, 4));
+            assert_eq!(icmp.echo_seq_no(), told, "next-hop MTU");
+            assert_eq!(icmp.data()[12..], q4[12..28]);
+        }
     }
 }

@@ -203,12 +203,49 @@ pub fn icmp_socket(v6: bool, source: Option<IpAddr>) -> io::Result<UdpSocket> {
 pub struct IcmpError {
     /// The errno the kernel derived (e.g. `ECONNREFUSED` for port unreachable).
     pub errno: i32,
-    /// ICMP type and code as received.
+    /// Who reported it: `SO_EE_ORIGIN_LOCAL` (this host, e.g. a datagram larger than the known
+    /// path MTU), `SO_EE_ORIGIN_ICMP` or `SO_EE_ORIGIN_ICMP6` (a message from the network).
+    pub origin: u8,
+    /// ICMP type as received (0 for local errors).
     pub icmp_type: u8,
     /// ICMP code.
     pub icmp_code: u8,
+    /// `ee_info`: the path MTU for "packet too big" / "fragmentation needed" and local
+    /// `EMSGSIZE` errors.
+    pub info: u32,
+    /// The address that sent the ICMP message (`SO_EE_OFFENDER`), if the kernel names one.
+    pub offender: Option<IpAddr>,
     /// Destination of the datagram that caused the error.
     pub dst: Option<SocketAddr>,
+}
+
+/// The path-MTU discovery mode of a UDP socket: may the kernel fragment our datagrams
+/// (`IP_PMTUDISC_WANT`, the default), or must a datagram larger than the path MTU fail with
+/// `EMSGSIZE` and an error queued with the MTU (`IP_PMTUDISC_DO`, the "don't fragment" bit)?
+/// `IPV6_MTU_DISCOVER` takes the same values.
+pub fn set_dont_fragment(s: &UdpSocket, v6: bool, dont: bool) -> io::Result<()> {
+    let mode = if dont {
+        libc::IP_PMTUDISC_DO
+    } else {
+        libc::IP_PMTUDISC_WANT
+    };
+    let (level, name) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER)
+    };
+    setsockopt_int(s.as_raw_fd(), level, name, mode)
+}
+
+/// The TTL (hop limit) of a UDP socket's datagrams: `Some(n)`, or the system default.
+pub fn set_hop_limit(s: &UdpSocket, v6: bool, hops: Option<u8>) -> io::Result<()> {
+    let value = hops.map_or(-1, libc::c_int::from); // -1: back to the sysctl default
+    let (level, name) = if v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_UNICAST_HOPS)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_TTL)
+    };
+    setsockopt_int(s.as_raw_fd(), level, name, value)
 }
 
 fn from_sockaddr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -273,7 +310,8 @@ pub fn recv_error(s: &UdpSocket) -> io::Result<Option<IcmpError>> {
     // SAFETY: recvmsg filled msg_name with msg_namelen bytes (zeroed beforehand).
     let dst = from_sockaddr(unsafe { name.assume_init_ref() });
     // SAFETY: CMSG_FIRSTHDR/CMSG_NXTHDR walk the control buffer recvmsg filled, bounded by
-    // msg_controllen; CMSG_DATA points inside it.
+    // msg_controllen; CMSG_DATA points inside it, and the lengths read are checked against
+    // cmsg_len before anything past the sock_extended_err is read.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
@@ -282,12 +320,28 @@ pub fn recv_error(s: &UdpSocket) -> io::Result<Option<IcmpError>> {
             if (level == libc::IPPROTO_IP && ty == libc::IP_RECVERR)
                 || (level == libc::IPPROTO_IPV6 && ty == libc::IPV6_RECVERR)
             {
-                let ee: libc::sock_extended_err =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                let data = libc::CMSG_DATA(c);
+                let header = data.offset_from(c.cast::<u8>());
+                let len = usize::try_from(header)
+                    .ok()
+                    .and_then(|h| (*c).cmsg_len.checked_sub(h))
+                    .unwrap_or(0);
+                if len < size_of::<libc::sock_extended_err>() {
+                    break;
+                }
+                let ee: libc::sock_extended_err = std::ptr::read_unaligned(data.cast());
+                // SO_EE_OFFENDER: a sockaddr right after the sock_extended_err.
+                let rest = std::slice::from_raw_parts(
+                    data.add(size_of::<libc::sock_extended_err>()),
+                    len - size_of::<libc::sock_extended_err>(),
+                );
                 return Ok(Some(IcmpError {
                     errno: i32::try_from(ee.ee_errno).unwrap_or(0),
+                    origin: ee.ee_origin,
                     icmp_type: ee.ee_type,
                     icmp_code: ee.ee_code,
+                    info: ee.ee_info,
+                    offender: offender(rest),
                     dst,
                 }));
             }
@@ -296,10 +350,36 @@ pub fn recv_error(s: &UdpSocket) -> io::Result<Option<IcmpError>> {
     }
     Ok(Some(IcmpError {
         errno: 0,
+        origin: 0,
         icmp_type: 0,
         icmp_code: 0,
+        info: 0,
+        offender: None,
         dst,
     }))
+}
+
+/// The address in `SO_EE_OFFENDER` bytes (a `sockaddr_in` or `sockaddr_in6`; `AF_UNSPEC` and
+/// short buffers give `None`).
+fn offender(bytes: &[u8]) -> Option<IpAddr> {
+    let family = bytes.get(..2)?;
+    let len = match libc::c_int::from(u16::from_ne_bytes([family[0], family[1]])) {
+        libc::AF_INET => size_of::<libc::sockaddr_in>(),
+        libc::AF_INET6 => size_of::<libc::sockaddr_in6>(),
+        _ => return None,
+    };
+    let src = bytes.get(..len)?;
+    // SAFETY: sockaddr_storage is plain data; all-zero is valid.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: `len` bytes fit in sockaddr_storage and `src` holds exactly `len` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            src.as_ptr(),
+            (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+            len,
+        )
+    };
+    from_sockaddr(&ss).map(|a| a.ip())
 }
 
 /// Whether `ip` is an address of this host (in tapir's network namespace): loopback, or one a
@@ -423,5 +503,28 @@ mod tests {
         assert_eq!(local.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_ne!(local.port(), 0);
         assert_eq!(recv_error(&s).unwrap(), None);
+        set_dont_fragment(&s, false, true).unwrap();
+        set_dont_fragment(&s, false, false).unwrap();
+        set_hop_limit(&s, false, Some(1)).unwrap();
+        set_hop_limit(&s, false, None).unwrap();
+    }
+
+    #[test]
+    fn offender_addresses() {
+        for a in ["192.0.2.9:0", "[2001:db8::9]:0"] {
+            let a: SocketAddr = a.parse().unwrap();
+            let (ss, len) = to_sockaddr(a);
+            // SAFETY: ss is plain data at least `len` bytes long.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(
+                    (&ss as *const libc::sockaddr_storage).cast::<u8>(),
+                    usize::try_from(len).unwrap(),
+                )
+            };
+            assert_eq!(offender(bytes), Some(a.ip()));
+            assert_eq!(offender(&bytes[..bytes.len() - 1]), None, "short");
+        }
+        assert_eq!(offender(&[0; 16]), None, "AF_UNSPEC");
+        assert_eq!(offender(&[]), None);
     }
 }
