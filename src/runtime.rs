@@ -50,8 +50,6 @@ use crate::sys;
 
 /// Events fetched per `epoll_wait`.
 const EVENTS_CAPACITY: usize = 256;
-/// Longest sleep when nothing is scheduled (bounds the cost of any missed edge).
-const MAX_SLEEP: StdDuration = StdDuration::from_secs(60);
 /// How far a wait may overrun its timeout (a loaded host's scheduling delay) before the
 /// overrun counts as time the process spent stopped.
 const STOPPED_SLACK: StdDuration = StdDuration::from_secs(1);
@@ -608,10 +606,7 @@ impl<'c> Runtime<'c> {
             self.next_expiry_ms = self.next_expiry_ms.min(due);
         }
         if now_ms >= self.next_expiry_ms {
-            self.next_expiry_ms = self
-                .proxy
-                .on_timer(now_ms)
-                .unwrap_or(now_ms + MAX_SLEEP.as_millis() as u64);
+            self.next_expiry_ms = self.proxy.on_timer(now_ms).unwrap_or(u64::MAX);
         }
         // API clients past their request deadline are closed; an accept that ran out of
         // descriptors is tried again.
@@ -650,22 +645,26 @@ impl<'c> Runtime<'c> {
         if self.proxy.has_pending() {
             return Ok(Some(StdDuration::ZERO));
         }
-        let mut wait = MAX_SLEEP;
+        // Sleep until the earliest deadline; with none, until an event: an idle helper makes
+        // no wake-ups of its own (the flows' keep-alives share one grid, `proxy::tcp`).
+        let mut wait: Option<StdDuration> = None;
+        let mut until = |d: StdDuration| wait = Some(wait.map_or(d, |w| w.min(d)));
         if let Some(t) = self.proxy.next_deadline() {
             let d = if t > now { t - now } else { Duration::ZERO };
-            wait = wait.min(StdDuration::from_micros(d.total_micros()));
+            until(StdDuration::from_micros(d.total_micros()));
         }
         if let Some(t) = vhost_deadline {
             let d = t - now;
-            wait = wait.min(StdDuration::from_micros(d.total_micros()));
+            until(StdDuration::from_micros(d.total_micros()));
         }
-        wait = wait.min(StdDuration::from_millis(
-            self.next_expiry_ms.saturating_sub(now_ms),
-        ));
-        for t in [api_due, auto_due].into_iter().flatten() {
-            wait = wait.min(StdDuration::from_millis(t.saturating_sub(now_ms)));
+        for t in [Some(self.next_expiry_ms), api_due, auto_due]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t != u64::MAX)
+        {
+            until(StdDuration::from_millis(t.saturating_sub(now_ms)));
         }
-        Ok(Some(wait))
+        Ok(wait)
     }
 
     fn on_api_conn(&mut self, slot: usize) {

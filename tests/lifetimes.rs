@@ -288,3 +288,75 @@ s.recv(64)
     assert!(took >= Duration::from_secs(8), "expired after {took:?}");
     assert!(took <= Duration::from_secs(13), "expired after {took:?}");
 }
+
+/// Times the process went to sleep and was woken (`voluntary_ctxt_switches`).
+fn wakeups(pid: u32) -> u64 {
+    read(std::path::Path::new(&format!("/proc/{pid}/status")))
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches")
+}
+
+/// Frames tapir sent to the guest so far.
+fn frames_to_guest(sock: &std::path::Path) -> u64 {
+    get_info(sock)["return"]["frames"]["tx"]
+        .as_u64()
+        .expect("frames.tx")
+}
+
+/// An idle helper sleeps: with no traffic it makes no wake-ups of its own (no periodic timer
+/// without a reason), and with many idle connections open their keep-alives share one grid
+/// point per interval, so a few wake-ups serve them all (each used to be probed at its own
+/// time: about one wake-up per connection per 30 s). The connections stay open, and the
+/// keep-alives do go out.
+#[test]
+fn an_idle_helper_sleeps_and_idle_connections_share_their_keepalive_wakeups() {
+    let Some(host) = host() else { return };
+    require!(tool("python3"), "python3 not installed");
+    const CONNS: usize = 300;
+    let _srv = host.spawn(
+        As::Runner,
+        &format!("{} hold 127.0.0.1 18310", tcpserve()),
+    );
+    host.wait_listening(18310, false);
+    let dir = Scratch::new("idlewake");
+    let sock = dir.path("api.sock");
+    let (g, t) = host.start(&["-c", "--api-socket", sock.to_str().unwrap()]);
+    // The guest's own IPv6 chatter (router solicitations) would wake any helper: silence it.
+    g.ok("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    std::thread::sleep(Duration::from_secs(1));
+    let w0 = wakeups(t.pid());
+    std::thread::sleep(Duration::from_secs(4));
+    let idle = wakeups(t.pid()) - w0;
+    assert!(idle <= 1, "{idle} wake-ups in 4 s with nothing to do");
+
+    let holder = dir.path("holder.py");
+    std::fs::write(
+        &holder,
+        format!(
+            "import socket, time\n\
+             c = [socket.create_connection(('10.0.2.2', 18310)) for _ in range({CONNS})]\n\
+             time.sleep(3600)\n"
+        ),
+    )
+    .unwrap();
+    let _holder = in_guest(&g, &format!("python3 {}", holder.display()));
+    wait_until(Duration::from_secs(30), || tcp_flows(&sock) == CONNS as u64);
+    std::thread::sleep(Duration::from_secs(1));
+    // Long enough for every connection's keep-alive to come due once (30 to 60 s after its
+    // last segment, on the grid).
+    let (w0, f0) = (wakeups(t.pid()), frames_to_guest(&sock));
+    std::thread::sleep(Duration::from_secs(62));
+    let (woke, probes) = (wakeups(t.pid()) - w0, frames_to_guest(&sock) - f0);
+    eprintln!("{CONNS} idle connections: {woke} wake-ups, {probes} frames to the guest in 62 s");
+    assert!(
+        probes >= CONNS as u64,
+        "every idle connection is probed: {probes} frames"
+    );
+    assert!(
+        woke <= 60,
+        "{woke} wake-ups in 62 s for {CONNS} idle connections"
+    );
+    assert_eq!(tcp_flows(&sock), CONNS as u64, "{}", t.logs());
+}

@@ -242,6 +242,11 @@ impl Flow {
 
     /// Whether the flow has been idle too long.
     pub fn expired(&self, now_ms: u64) -> bool {
-        now_ms.saturating_sub(self.active_ms) >= IDLE_TIMEOUT_MS
+        now_ms >= self.expires_ms()
+    }
+
+    /// When the flow expires unless traffic comes first (runtime clock, ms).
+    pub fn expires_ms(&self) -> u64 {
+        self.active_ms.saturating_add(IDLE_TIMEOUT_MS)
     }
 }

@@ -86,8 +86,9 @@ pub enum Flow {
 enum Route {
     /// Proxied at frame level (or refused): nothing more to do.
     Consumed,
-    /// To smoltcp, with the socket set of the TCP flow with this key (if it exists).
-    Stack(Option<Key>),
+    /// To smoltcp, with the socket set of the TCP flow with this key (if it exists), and the
+    /// bytes of data the segment carries.
+    Stack(Option<Key>, usize),
 }
 
 /// Milliseconds of a runtime instant (the unit of the NAT table's clocks).
@@ -213,7 +214,8 @@ pub struct Proxy {
 
 /// Flows listed by `get_info` at most (bounds the reply; the API caps nothing else).
 pub const MAX_INFO_FLOWS: usize = 256;
-/// How often idle UDP/ICMP flows are looked for.
+/// Least time between two expiry checks of UDP/ICMP flows (each check runs when the earliest
+/// flow is due, so idle flows cost one wake-up per expiry, not one per second).
 const EXPIRY_CHECK_MS: u64 = 1000;
 /// Connections accepted from one forward listener per wake-up (fairness).
 const ACCEPT_BATCH: usize = 64;
@@ -371,14 +373,21 @@ impl Proxy {
         now: Instant,
     ) {
         match self.route(stack, registry, forwards, &frame, now) {
-            Route::Stack(key) => self.hand_to_stack(stack, frame, key, now),
+            Route::Stack(key, data) => self.hand_to_stack(stack, frame, key, data, now),
             Route::Consumed => stack.device.recycle_rx(frame),
         }
     }
 
     /// Give `frame` to smoltcp with the socket set of the TCP flow `key` names, if there is one
     /// (else smoltcp answers as if no socket listened), and mark that flow for a pass.
-    fn hand_to_stack(&mut self, stack: &mut Stack, frame: Vec<u8>, key: Option<Key>, now: Instant) {
+    fn hand_to_stack(
+        &mut self,
+        stack: &mut Stack,
+        frame: Vec<u8>,
+        key: Option<Key>,
+        data: usize,
+        now: Instant,
+    ) {
         let id = key.and_then(|k| self.table.lookup(&k));
         let flow = id.and_then(|id| match self.flows.get_mut(id) {
             Some(Some(Flow::Tcp(f))) => Some((id, f)),
@@ -386,6 +395,7 @@ impl Proxy {
         });
         match flow {
             Some((id, f)) => {
+                f.before_guest_segment(data, now);
                 stack.ingress(now, frame, Some(f.sockets()));
                 self.table.count_packets(id, 1, 0);
                 self.work.mark(id);
@@ -407,10 +417,10 @@ impl Proxy {
         let now_ms = ms(now);
         let kind = classify::classify(frame);
         if matches!(kind, Guest::Other) {
-            return Route::Stack(None);
+            return Route::Stack(None, 0);
         }
         let Some(guest_mac) = classify::source_mac(frame) else {
-            return Route::Stack(None);
+            return Route::Stack(None, 0);
         };
         self.guest_mac = Some(guest_mac);
         if let Some(src) = kind.source() {
@@ -422,8 +432,13 @@ impl Proxy {
         }
         // The common case, every segment of an open connection: straight to its flow, without
         // building the environment the other cases need.
-        if let Guest::Tcp { src, dst } = kind {
-            return Route::Stack(Some(Key::tcp(src, dst)));
+        if let Guest::Tcp {
+            src,
+            dst,
+            payload_len,
+        } = kind
+        {
+            return Route::Stack(Some(Key::tcp(src, dst)), payload_len);
         }
         if let Guest::Udp {
             src, dst, payload, ..
@@ -450,13 +465,17 @@ impl Proxy {
                 if tcp::on_guest_syn(
                     &mut env, table, flows, stack, registry, l2, src, dst, packet,
                 ) {
-                    Route::Stack(Some(Key::tcp(src, dst)))
+                    Route::Stack(Some(Key::tcp(src, dst)), 0)
                 } else {
                     Route::Consumed
                 }
             }
             // Routed above; kept total so no guest frame can reach a panic.
-            Guest::Tcp { src, dst } => Route::Stack(Some(Key::tcp(src, dst))),
+            Guest::Tcp {
+                src,
+                dst,
+                payload_len,
+            } => Route::Stack(Some(Key::tcp(src, dst)), payload_len),
             Guest::Udp {
                 src,
                 dst,
@@ -502,7 +521,7 @@ impl Proxy {
                 }
                 return Route::Consumed;
             }
-            Guest::Other => Route::Stack(None),
+            Guest::Other => Route::Stack(None, 0),
         };
         if self.counters.created[1..] != created[1..] {
             // A new UDP or echo flow: its expiry must be checked within EXPIRY_CHECK_MS, even
@@ -603,8 +622,13 @@ impl Proxy {
             }
             Listener::Udp(sock) => {
                 let mut sessions = std::mem::take(&mut self.sessions);
+                let before = sessions.len();
                 let (mut env, _, _) = self.env(now_ms);
                 let end = sessions.on_forward_readable(&mut env, stack, fid, sock, l2, guest);
+                if sessions.len() > before {
+                    // A new session: its expiry must be checked (see EXPIRY_CHECK_MS).
+                    self.due(now_ms + EXPIRY_CHECK_MS);
+                }
                 self.sessions = sessions;
                 // Edge-triggered: if datagrams may remain, retry after the next poll.
                 if end == Drained::Pending && !self.pending_forwards.contains(&fid) {
@@ -694,9 +718,9 @@ impl Proxy {
                 Flow::Tcp(f) => {
                     let queued = stack.device.tx_pending();
                     let mut done = f.pump(&mut env, stack, table, id);
-                    if stack.egress(now, f.sockets()) && !done {
+                    if f.transmit(stack, now) && !done {
                         done = f.pump(&mut env, stack, table, id);
-                        stack.egress(now, f.sockets());
+                        f.transmit(stack, now);
                     }
                     // Segments for the guest (the queue is only flushed after the pass).
                     let sent = stack.device.tx_pending().saturating_sub(queued);
@@ -755,33 +779,28 @@ impl Proxy {
                 self.pending_forwards.push(fid);
             }
         }
-        let sessions = self.sessions.expire(now_ms);
+        let mut next = self.sessions.expire(now_ms);
         let (env, table, flows) = self.env(now_ms);
-        let mut any = false;
         for id in 0..flows.len() {
-            let expired = match &flows[id] {
-                Some(Flow::Udp(f)) => {
-                    any = true;
-                    f.expired(now_ms)
-                }
-                Some(Flow::Icmp(f)) => {
-                    any = true;
-                    f.expired(now_ms)
-                }
-                Some(Flow::Splice(f)) if f.connecting() => {
-                    any = true;
-                    table
-                        .get(id)
-                        .is_some_and(|e| f.connect_expired(e.created_ms, now_ms))
-                }
-                _ => false,
+            let expires = match &flows[id] {
+                Some(Flow::Udp(f)) => f.expires_ms(),
+                Some(Flow::Icmp(f)) => f.expires_ms(),
+                Some(Flow::Splice(f)) if f.connecting() => match table.get(id) {
+                    Some(e) if f.connect_expired(e.created_ms, now_ms) => now_ms,
+                    Some(e) => splice::Flow::connect_deadline_ms(e.created_ms),
+                    None => continue,
+                },
+                _ => continue,
             };
-            if expired {
+            if expires <= now_ms {
                 debug!("flow {id} expired");
                 Self::close(table, flows, env.work, id, CloseReason::Expired);
+            } else {
+                next = Some(next.map_or(expires, |n| n.min(expires)));
             }
         }
-        (any || sessions).then_some(now_ms + EXPIRY_CHECK_MS)
+        // Not sooner than EXPIRY_CHECK_MS: flows expiring close together go in one wake-up.
+        next.map(|t| t.max(now_ms + EXPIRY_CHECK_MS))
     }
 
     /// Forget flow `id` (its sockets close as it drops: a TCP flow's last segments must have

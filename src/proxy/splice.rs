@@ -263,6 +263,11 @@ impl Flow {
         let _ = sys::net::set_linger_zero(&self.host);
     }
 
+    /// When a guest connect still in flight is given up (runtime clock, ms).
+    pub fn connect_deadline_ms(created_ms: u64) -> u64 {
+        created_ms.saturating_add(CONNECT_TIMEOUT_MS)
+    }
+
     /// Whether the guest connect has been pending too long (then the client is reset).
     pub fn connect_expired(&self, created_ms: u64, now_ms: u64) -> bool {
         let expired = !self.connected && now_ms.saturating_sub(created_ms) >= CONNECT_TIMEOUT_MS;

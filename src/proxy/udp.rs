@@ -457,6 +457,11 @@ impl Flow {
 
     /// Whether the flow has been idle too long.
     pub fn expired(&self, now_ms: u64) -> bool {
+        now_ms >= self.expires_ms()
+    }
+
+    /// When the flow expires unless traffic comes first (runtime clock, ms).
+    pub fn expires_ms(&self) -> u64 {
         let limit = if self.only_dns {
             DNS_TIMEOUT_MS
         } else if !self.replied {
@@ -464,7 +469,7 @@ impl Flow {
         } else {
             IDLE_TIMEOUT_MS
         };
-        now_ms.saturating_sub(self.active_ms) >= limit
+        self.active_ms.saturating_add(limit)
     }
 }
 
@@ -554,16 +559,29 @@ impl Sessions {
         true
     }
 
+    /// Sessions open.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// No session is open.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// Forget the sessions of a removed forward.
     pub fn remove_forward(&mut self, fid: u64) {
         self.map.retain(|_, s| s.forward != fid);
     }
 
-    /// Drop idle sessions; returns whether any remain.
-    pub fn expire(&mut self, now_ms: u64) -> bool {
+    /// Drop idle sessions; returns when the next of the others expires.
+    pub fn expire(&mut self, now_ms: u64) -> Option<u64> {
         self.map
             .retain(|_, s| now_ms.saturating_sub(s.active_ms) < SESSION_TIMEOUT_MS);
-        !self.map.is_empty()
+        self.map
+            .values()
+            .map(|s| s.active_ms.saturating_add(SESSION_TIMEOUT_MS))
+            .min()
     }
 }
 

@@ -37,6 +37,8 @@ pub enum Guest<'a> {
         src: SocketAddr,
         /// Destination as the guest addressed it.
         dst: SocketAddr,
+        /// Bytes of data the segment carries (0 for a pure ACK).
+        payload_len: usize,
     },
     /// A UDP datagram.
     Udp {
@@ -199,7 +201,12 @@ fn tcp<'a>(src: IpAddr, dst: IpAddr, body: &'a [u8], packet: &'a [u8]) -> Guest<
     if t.syn() && !t.ack() && !t.rst() {
         Guest::TcpSyn { src, dst, packet }
     } else {
-        Guest::Tcp { src, dst }
+        let payload_len = body.len().saturating_sub(usize::from(t.header_len()));
+        Guest::Tcp {
+            src,
+            dst,
+            payload_len,
+        }
     }
 }
 

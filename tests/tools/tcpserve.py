@@ -10,6 +10,7 @@ usage: tcpserve.py MODE ADDR PORT
   slow      connects take 6 s or more: the accept queue (backlog 0) is held full by a filler
             connection for 6 s, so the kernel drops SYNs until a retransmission; then accept
             forever and hold each client open until it closes.
+  hold      accept forever and hold each client open until it closes (idle connections).
 """
 import socket
 import sys
@@ -47,7 +48,7 @@ def handle(mode, c):
     try:
         if mode == "greet":
             c.sendall(b"ok\n")
-        elif mode == "slow":
+        elif mode in ("slow", "hold"):
             while c.recv(65536):
                 pass
         elif mode == "halfclose":
