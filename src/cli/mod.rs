@@ -256,7 +256,7 @@ pub fn usage(argv0: &str) -> String {
          --cidr6=PREFIX/64        IPv6 prefix with -6 (default=fd00::/64; gateway PREFIX::2, DNS PREFIX::3)\n\
          --debug                  log every flow and frame decision to stderr\n\
          --disable-offload        plain frames on the tap: no TCP segmentation/checksum offload\n\
-         --busy-poll=USEC         poll up to USEC (adaptive, default 50, max 1000, 0=off) before sleeping\n\
+         --busy-poll=USEC         spin up to USEC before sleeping (adaptive; default 0 = off, max 1000)\n\
          --splice-forwards        relay TCP forwards from loopback clients inside the namespace (faster; the guest sees its own address as the client)\n\
          --allow=RULE, --deny=RULE  egress rule CIDR[:PORT[-PORT]][/tcp|/udp|/icmp], first match wins (repeatable)\n\
          --policy-file=PATH       egress rules from PATH, one 'allow RULE' or 'deny RULE' per line\n\

@@ -613,10 +613,12 @@ pub struct AutoForward {
     pub udp: bool,
 }
 
-/// Default `--busy-poll`: long enough to catch the reply of a request/response exchange over
-/// loopback (a round trip through tapir takes ~40-60 us on a 2-vCPU VM), short enough that a
-/// wrong guess costs little. Adaptive: see `runtime::BusyPoll`.
-pub const DEFAULT_BUSY_POLL_US: u32 = 50;
+/// Default `--busy-poll`: off. Spinning bought round-trip time with a core while request/response
+/// traffic lasted; since each exchange costs one frame to the guest instead of two (delayed ACK
+/// of small segments, `proxy::tcp::SMALL_DATA`), tapir's round trip without it is under half
+/// of slirp4netns's at about slirp4netns's CPU, and the spin measured no faster on a 2-vCPU VM
+/// (benches/README.md). It stays an opt-in for latency-critical users. See `runtime::BusyPoll`.
+pub const DEFAULT_BUSY_POLL_US: u32 = 0;
 /// Largest `--busy-poll`: beyond a millisecond, sleeping is cheaper than any spin saves.
 pub const MAX_BUSY_POLL_US: u32 = 1000;
 
