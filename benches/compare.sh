@@ -32,6 +32,8 @@ export READY_SAMPLES=${READY_SAMPLES:-9} # launches timed per run for launch -> 
 export LATENCY_TOOL=${LATENCY_TOOL:-auto} # auto (sockperf if installed) | sockperf | python3
 export FWD_SPLICE=${FWD_SPLICE:-1} # 1: tapir runs also measure a --splice-forwards port forward
 export IDLE_CONNS=${IDLE_CONNS:-1000} # idle guest connections held open during a second -R run (0: skip)
+export IDLE_SECS=${IDLE_SECS:-10}   # seconds of no traffic over which the helper's wake-ups are counted
+export IDLE_CONNS_SECS=${IDLE_CONNS_SECS:-30} # the same with IDLE_CONNS idle connections open
 export SUITES=${SUITES:-"main pasta-mode"} # main: slirp4netns command line; pasta-mode: podman's pasta one
 
 # Ports, all inside the private host namespace (or the guest's namespace for P_GUEST).
@@ -96,6 +98,26 @@ tree_ticks() { # utime+stime of the helper and its live children (tapir's socket
         if read -r -a st 2>/dev/null <"/proc/$p/stat"; then sum=$((sum + st[13] + st[14])); fi
     done
     echo "$sum"
+}
+wakeups() { # times the helper went to sleep and was woken (voluntary context switches)
+    local k v
+    helper_alive || return 0
+    while read -r k v; do
+        if [[ $k == voluntary_ctxt_switches: ]]; then echo "$v"; fi
+    done <"/proc/$HELPER/status"
+}
+# Wake-ups per second of the helper over SECS seconds without traffic, recorded as METRIC.
+record_wakeups() { # METRIC SECS WHAT
+    local w0 w1
+    w0=$(wakeups)
+    sleep "$2"
+    w1=$(wakeups)
+    if [[ -n $w0 && -n $w1 ]]; then
+        record "$1" "$(awk -v w="$((w1 - w0))" -v d="$2" 'BEGIN { printf "%.2f", w / d }')" ok procfs \
+            "voluntary_ctxt_switches of pid $HELPER over $2 s, $3"
+    else
+        record "$1" "" error procfs "voluntary_ctxt_switches of pid $HELPER" "helper not running"
+    fi
 }
 # Helper CPU during an iperf3 workload, as % of a core and per Gbit/s of that workload.
 record_cpu() { # PREFIX BPS_METRIC TICKS_BEFORE TICKS_AFTER
@@ -404,6 +426,7 @@ idle_h2g() {
     done
     if [[ $opened == "$IDLE_CONNS" ]]; then
         record idle_conns "$opened" ok python3 "guest\$ benches/idleconns.py open $GATEWAY $P_IDLE $IDLE_CONNS"
+        record_wakeups idle_conns_wakeups "$IDLE_CONNS_SECS" "$IDLE_CONNS idle connections open"
         start_bg iperf3-server-h2g-idle iperf3 -s -1 -B 127.0.0.1 -p "$P_H2G_IDLE"
         wait_listen "$P_H2G_IDLE" || true
         measure_iperf h2g_idle_bps guest iperf3 -c "$GATEWAY" -p "$P_H2G_IDLE" -t "$DURATION" -R -J --connect-timeout 5000
@@ -458,18 +481,27 @@ run_one() {
     # Idle RSS: one second after the ready signal.
     sleep 1
     record rss_idle_kib "$(proc_kib VmRSS)" ok procfs "VmRSS of pid $HELPER, ready + 1 s"
+    # Wake-ups with nothing to do (the guest's own link-up chatter, router solicitations,
+    # reaches every helper alike).
+    record_wakeups idle_wakeups "$IDLE_SECS" "no traffic, no connections"
 
     # iperf3 guest -> host through the gateway.
     start_bg iperf3-server-g2h iperf3 -s -1 -B 127.0.0.1 -p "$P_G2H"
     wait_listen "$P_G2H" || true
+    TICKS0=$(tree_ticks)
     measure_iperf g2h_bps guest iperf3 -c "$GATEWAY" -p "$P_G2H" -t "$DURATION" -J --connect-timeout 5000
+    TICKS1=$(tree_ticks)
+    record_cpu g2h g2h_bps "$TICKS0" "$TICKS1"
     stop_bg
     hwm_mark g2h
 
     # iperf3 host -> guest through the gateway (client in the guest, server sends: -R).
     start_bg iperf3-server-h2g iperf3 -s -1 -B 127.0.0.1 -p "$P_H2G"
     wait_listen "$P_H2G" || true
+    TICKS0=$(tree_ticks)
     measure_iperf h2g_bps guest iperf3 -c "$GATEWAY" -p "$P_H2G" -t "$DURATION" -R -J --connect-timeout 5000
+    TICKS1=$(tree_ticks)
+    record_cpu h2g h2g_bps "$TICKS0" "$TICKS1"
     stop_bg
     hwm_mark h2g
 
@@ -783,18 +815,17 @@ impl_version() {
     slirp4netns)
         "$SLIRP4NETNS" --version 2>/dev/null | awk 'NR == 1 { v = $0 } /^libslirp/ { l = $0 } END { print v ", " l }' ;;
     pasta)
-        # The first line of `$PASTA --version`, or its path when that is empty (pasta 2025
-        # prints nothing to a pipe); for a packaged build that calls itself "unknown version"
-        # (Debian 12's), also the version of the package that owns the file.
+        # The first line of `$PASTA --version` (pasta 2025 prints nothing to a pipe; builds
+        # without a version say "unknown version") and always the file that ran, resolved;
+        # only when that file belongs to a package, also the package's version.
         local v path pkg
-        path=$(command -v "$PASTA")
+        path=$(readlink -f "$(command -v "$PASTA")")
         v=$("$PASTA" --version 2>/dev/null | head -1 || true)
-        if [[ -z $v ]]; then
-            v=$path
-        elif [[ $v == *unknown* ]] && pkg=$(dpkg -S "$path" 2>/dev/null | cut -d: -f1) && [[ -n $pkg ]]; then
-            v="$v ($pkg $(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null || true))"
+        v="${v:-pasta} ($path"
+        if pkg=$(dpkg -S "$path" 2>/dev/null | cut -d: -f1) && [[ -n $pkg ]]; then
+            v="$v, Debian package $pkg $(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null || true)"
         fi
-        echo "$v" ;;
+        echo "$v)" ;;
     esac
 }
 
@@ -937,6 +968,8 @@ summary() {
           # of the other implementations that their ratio columns divide by.
           [ [ {k: "g2h_bps", l: "iperf3 guest→host via 10.0.2.2 (Gbit/s, ↑)", s: 1e-9, d: 2},
               {k: "h2g_bps", l: "iperf3 host→guest via 10.0.2.2, -R (Gbit/s, ↑)", s: 1e-9, d: 2},
+              {k: "g2h_cpu_per_gbps", l: "helper CPU per Gbit/s, guest→host (% of a core, ↓)", s: 1, d: 1},
+              {k: "h2g_cpu_per_gbps", l: "helper CPU per Gbit/s, host→guest (% of a core, ↓)", s: 1, d: 1},
               {k: "h2g_idle_bps", l: "the same with \($idle) idle connections open (Gbit/s, ↑)", s: 1e-9, d: 2,
                idle: true},
               {k: "fwd_bps", l: "iperf3 host→guest via port forward (Gbit/s, ↑)", s: 1e-9, d: 2},
@@ -952,6 +985,9 @@ summary() {
               {k: "rtt_avg_us", l: "TCP ping-pong RTT, mean (µs, ↓)", s: 1, d: 1},
               {k: "rtt_p50_us", l: "TCP ping-pong RTT, median (µs, ↓)", s: 1, d: 1},
               {k: "rtt_cpu_pct", l: "helper CPU during the ping-pong (% of a core)", s: 1, d: 0},
+              {k: "idle_wakeups", l: "wake-ups per second at idle (↓)", s: 1, d: 2},
+              {k: "idle_conns_wakeups", l: "the same with \($idle) idle connections open (↓)", s: 1, d: 2,
+               idle: true},
               {k: "cps", l: "wrk, Connection: close (conn/s, ↑)", s: 1, d: 0},
               {k: "ready_ms", l: "launch → ready (ms, ↓)", s: 1, d: 1},
               {k: "rss_idle_kib", l: "idle RSS, ready + 1 s (MiB, ↓)", s: (1 / 1024), d: 1},
