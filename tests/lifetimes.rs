@@ -315,10 +315,7 @@ fn an_idle_helper_sleeps_and_idle_connections_share_their_keepalive_wakeups() {
     let Some(host) = host() else { return };
     require!(tool("python3"), "python3 not installed");
     const CONNS: usize = 300;
-    let _srv = host.spawn(
-        As::Runner,
-        &format!("{} hold 127.0.0.1 18310", tcpserve()),
-    );
+    let _srv = host.spawn(As::Runner, &format!("{} hold 127.0.0.1 18310", tcpserve()));
     host.wait_listening(18310, false);
     let dir = Scratch::new("idlewake");
     let sock = dir.path("api.sock");
