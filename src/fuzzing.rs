@@ -381,17 +381,7 @@ impl Harness {
             let tokens: Vec<_> = self
                 .events
                 .iter()
-                .map(|ev| {
-                    (
-                        ev.token(),
-                        HostEvent {
-                            readable: ev.is_readable() || ev.is_read_closed(),
-                            writable: ev.is_writable() || ev.is_write_closed(),
-                            error: ev.is_error(),
-                            read_closed: ev.is_read_closed(),
-                        },
-                    )
-                })
+                .map(|ev| (ev.token(), HostEvent::from_mio(ev)))
                 .collect();
             for (token, ev) in tokens {
                 if let Some(fid) = forward::token_forward(token) {

@@ -565,12 +565,7 @@ impl<'c> Runtime<'c> {
                             );
                         } else if let Some(id) = proxy::token_flow(ev.token()) {
                             let now_ms = self.now_ms();
-                            let host_ev = proxy::HostEvent {
-                                readable: ev.is_readable() || ev.is_read_closed(),
-                                writable: ev.is_writable() || ev.is_write_closed(),
-                                error: ev.is_error(),
-                                read_closed: ev.is_read_closed(),
-                            };
+                            let host_ev = proxy::HostEvent::from_mio(ev);
                             self.proxy
                                 .on_host_event(&mut self.stack, id, host_ev, now_ms);
                         }

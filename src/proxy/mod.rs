@@ -60,14 +60,31 @@ use crate::sys;
 /// First mio token value used for flows (lower values are the runtime's own).
 pub const FLOW_TOKEN_BASE: usize = 1 << 20;
 
+/// Added to a flow's token for its second socket (a spliced flow's socket in the guest's
+/// namespace), so that an event says which socket it is for. Above every flow id (the table
+/// holds far fewer flows).
+const PEER_TOKEN_BIT: usize = 1 << 19;
+
 /// The mio token of flow `id`.
 pub fn flow_token(id: FlowId) -> mio::Token {
     mio::Token(FLOW_TOKEN_BASE + id)
 }
 
-/// The flow id of a mio token, if it is a flow token.
+/// The mio token of flow `id`'s second socket.
+pub fn flow_peer_token(id: FlowId) -> mio::Token {
+    mio::Token(FLOW_TOKEN_BASE + PEER_TOKEN_BIT + id)
+}
+
+/// The flow id of a mio token, if it is a flow token (of either socket).
 pub fn token_flow(t: mio::Token) -> Option<FlowId> {
     t.0.checked_sub(FLOW_TOKEN_BASE)
+        .map(|i| i & !PEER_TOKEN_BIT)
+}
+
+/// Whether a flow token is the one of the flow's second socket ([`flow_peer_token`]).
+pub fn token_is_peer(t: mio::Token) -> bool {
+    t.0.checked_sub(FLOW_TOKEN_BASE)
+        .is_some_and(|i| i & PEER_TOKEN_BIT != 0)
 }
 
 /// One proxied flow.
@@ -168,6 +185,21 @@ pub struct HostEvent {
     /// The peer shut down its sending side (`EPOLLRDHUP`): reads must go on to end of file
     /// even after a short one, since no further event will come.
     pub read_closed: bool,
+    /// The event is for the flow's second socket ([`flow_peer_token`]).
+    pub peer: bool,
+}
+
+impl HostEvent {
+    /// What a readiness event of a flow's socket says.
+    pub fn from_mio(ev: &mio::event::Event) -> HostEvent {
+        HostEvent {
+            readable: ev.is_readable() || ev.is_read_closed(),
+            writable: ev.is_writable() || ev.is_write_closed(),
+            error: ev.is_error(),
+            read_closed: ev.is_read_closed(),
+            peer: token_is_peer(ev.token()),
+        }
+    }
 }
 
 /// All flows and the policy they follow.
@@ -670,7 +702,7 @@ impl Proxy {
                 }
                 done
             }
-            Flow::Splice(f) => match f.on_event(table, id, now_ms) {
+            Flow::Splice(f) => match f.on_event(table, id, &ev, now_ms) {
                 splice::Outcome::Wait => false,
                 splice::Outcome::Again => {
                     again = true;

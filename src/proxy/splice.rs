@@ -22,8 +22,9 @@
 //! Each direction is a small state machine: drain the pipe into the destination; once empty, fill
 //! it from the source (so a short `EAGAIN` from `splice` into a full pipe never hides readable
 //! data); at end of file shut the destination's sending side. Both sockets are registered
-//! edge-triggered under the flow's token, and any event pumps both directions until each one
-//! waits on `EAGAIN`, or has moved [`SPLICE_BATCH_BYTES`] (then it is pumped again after the
+//! edge-triggered, the client's under the flow's token and the guest-side one under its peer
+//! token, and an event pumps the direction it concerns (readable: the socket's data goes out;
+//! writable: data waits for it) until it waits on `EAGAIN`, or has moved [`SPLICE_BATCH_BYTES`] (then it is pumped again after the
 //! next poll, so one fast flow cannot starve the tap). A reset or error on either side resets the
 //! other (`SO_LINGER` 0). The guest connect has [`CONNECT_TIMEOUT_MS`]; after that the client is
 //! reset, as when the guest refuses.
@@ -39,7 +40,7 @@ use mio::{Interest, Registry};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags};
 
-use super::{flow_token, new_entry, Env, Flow as AnyFlow};
+use super::{flow_peer_token, flow_token, new_entry, Env, Flow as AnyFlow, HostEvent};
 use crate::nat::{FlowId, Key, State, Table};
 use crate::sys;
 use crate::sys::nsbroker::Broker;
@@ -217,8 +218,17 @@ pub enum Outcome {
 }
 
 impl Flow {
-    /// Connect progress and data: pump both directions.
-    pub fn on_event(&mut self, table: &mut Table, id: FlowId, now_ms: u64) -> Outcome {
+    /// Connect progress and data: pump the directions `ev` concerns (the client's socket is the
+    /// flow's, the guest-side one its peer: readable feeds one direction, writable drains the
+    /// other), both for an error, a first connect or an empty event (a batch to finish).
+    pub fn on_event(
+        &mut self,
+        table: &mut Table,
+        id: FlowId,
+        ev: &HostEvent,
+        now_ms: u64,
+    ) -> Outcome {
+        let just_connected = !self.connected;
         if !self.connected {
             match self.guest.take_error() {
                 Ok(None) => {}
@@ -234,9 +244,26 @@ impl Flow {
             self.connected = true;
             table.set_state(id, State::Open);
         }
+        let readable = ev.readable || ev.read_closed;
+        let (mut up, mut down) = if ev.peer {
+            (ev.writable, readable)
+        } else {
+            (readable, ev.writable)
+        };
+        if just_connected || ev.error || !(up || down) {
+            (up, down) = (true, true);
+        }
         let (mut inn, mut out) = (0u64, 0u64);
-        let up = self.up.pump(&self.host, &self.guest, &mut inn);
-        let down = self.down.pump(&self.guest, &self.host, &mut out);
+        let up = if up {
+            self.up.pump(&self.host, &self.guest, &mut inn)
+        } else {
+            Ok(Pumped::Idle)
+        };
+        let down = if down {
+            self.down.pump(&self.guest, &self.host, &mut out)
+        } else {
+            Ok(Pumped::Idle)
+        };
         table.account(id, out, inn, now_ms);
         match (up, down) {
             (Err(e), _) | (_, Err(e)) => {
@@ -336,10 +363,13 @@ pub fn on_inbound(
             Ok(()) | Err(Errno::EINPROGRESS) => {}
             Err(e) => return Err(io::Error::from(e)),
         }
-        for fd in [stream.as_raw_fd(), inner.as_raw_fd()] {
+        for (fd, token) in [
+            (stream.as_raw_fd(), flow_token(id)),
+            (inner.as_raw_fd(), flow_peer_token(id)),
+        ] {
             registry.register(
                 &mut SourceFd(&fd),
-                flow_token(id),
+                token,
                 Interest::READABLE | Interest::WRITABLE,
             )?;
         }
