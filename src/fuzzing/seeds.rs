@@ -218,9 +218,25 @@ fn fragments() -> [Vec<u8>; 2] {
     [first, second]
 }
 
+/// Two IPv6 fragments (Fragment header, next header 44) of one UDP datagram to the host echo
+/// port. IPv6 has no header checksum, and the UDP checksum spans both fragments.
+fn fragments6() -> [Vec<u8>; 2] {
+    let whole = udp(40010, HOST_PORT, &[0x62; 40]);
+    let (a, b) = whole.split_at(24);
+    let piece = |offset_units: u16, more: bool, data: &[u8]| {
+        let mut p = vec![17, 0];
+        p.extend_from_slice(&((offset_units << 3) | u16::from(more)).to_be_bytes());
+        p.extend_from_slice(&0x0bad_f00d_u32.to_be_bytes());
+        p.extend_from_slice(data);
+        eth(STACK_MAC, 0x86dd, &ipv6(v6(GUEST6), v6(GATEWAY6), 44, &p))
+    };
+    [piece(0, true, a), piece(3, false, b)]
+}
+
 /// Single frames, for `guest_frame`.
 fn frames() -> Vec<Vec<u8>> {
     let [frag1, frag2] = fragments();
+    let [frag6a, frag6b] = fragments6();
     vec![
         arp_request(),
         dhcp(1, &[]),
@@ -279,6 +295,8 @@ fn frames() -> Vec<Vec<u8>> {
             6,
             &tcp(40005, HOST_PORT, 1000, 0, SYN, &[]),
         ),
+        frag6a,
+        frag6b,
     ]
 }
 
@@ -397,6 +415,11 @@ fn sequences() -> Vec<Vec<u8>> {
                 (CLOCK_1S, frames()[19].clone()),
             ],
         ),
+        // A guest IPv6 datagram in two fragments, the second a second later.
+        sequence(0b00011, &{
+            let [a, b] = fragments6();
+            [(0, neighbor_solicitation()), (0, a), (CLOCK_1S, b)]
+        }),
     ]
 }
 
