@@ -535,7 +535,7 @@ run_one() {
     fi
 
     # TCP request/response latency (full round trip), and what the helper spent on it.
-    local avg p50 cmd tool
+    local avg p50 cmd tool exchanges
     cpu0=$(cpu_ticks)
     if [[ $LATENCY_TOOL == sockperf || ($LATENCY_TOOL == auto && -n $(command -v sockperf)) ]]; then
         tool=sockperf
@@ -545,6 +545,7 @@ run_one() {
         client latency guest sockperf ping-pong --tcp -i "$GATEWAY" -p "$P_LAT" -t "$DURATION" --full-rtt
         sed -i 's/\x1b\[[0-9;]*m//g' "$OUT/latency.out" "$OUT/latency.err" || true
         avg=$(grep -ho 'avg-rtt=[0-9.]*' "$OUT/latency.out" "$OUT/latency.err" | head -1 | cut -d= -f2 || true)
+        exchanges=$(grep -ho 'ReceivedMessages=[0-9]*' "$OUT/latency.out" "$OUT/latency.err" | head -1 | cut -d= -f2 || true)
         p50=$(grep -h 'percentile 50.000' "$OUT/latency.out" "$OUT/latency.err" | head -1 | awk '{print $NF}' || true)
     else
         tool=python3-pingpong
@@ -554,11 +555,19 @@ run_one() {
         client latency guest python3 "$BENCH_DIR/pingpong.py" client "$GATEWAY" "$P_LAT" "$DURATION"
         avg=$(grep -o 'avg_rtt_us=[0-9.]*' "$OUT/latency.out" | cut -d= -f2 || true)
         p50=$(grep -o 'p50_rtt_us=[0-9.]*' "$OUT/latency.out" | cut -d= -f2 || true)
+        exchanges=$(grep -o 'count=[0-9]*' "$OUT/latency.out" | cut -d= -f2 || true)
     fi
     cpu1=$(cpu_ticks)
     if [[ -n $cpu0 && -n $cpu1 ]]; then
         record rtt_cpu_pct "$(awk -v t="$((cpu1 - cpu0))" -v hz="$(getconf CLK_TCK)" -v d="$DURATION" \
             'BEGIN { printf "%.0f", 100 * t / hz / d }')" ok procfs "utime+stime of pid $HELPER during the ping-pong"
+        # The same per exchange: a helper that answers sooner does more exchanges in the same
+        # time, so CPU per second alone rewards slowness.
+        if [[ -n $exchanges ]] && ((exchanges > 0)); then
+            record rtt_cpu_us_per_exchange "$(awk -v t="$((cpu1 - cpu0))" -v hz="$(getconf CLK_TCK)" -v n="$exchanges" \
+                'BEGIN { printf "%.1f", 1e6 * t / hz / n }')" ok procfs \
+                "utime+stime of pid $HELPER during the ping-pong / $exchanges exchanges"
+        fi
     fi
     if stalled; then
         record rtt_avg_us "" stall "$tool" "$cmd" "client killed after ${CLIENT_TIMEOUT}s"
@@ -985,6 +994,7 @@ summary() {
               {k: "rtt_avg_us", l: "TCP ping-pong RTT, mean (µs, ↓)", s: 1, d: 1},
               {k: "rtt_p50_us", l: "TCP ping-pong RTT, median (µs, ↓)", s: 1, d: 1},
               {k: "rtt_cpu_pct", l: "helper CPU during the ping-pong (% of a core)", s: 1, d: 0},
+              {k: "rtt_cpu_us_per_exchange", l: "helper CPU per ping-pong exchange (µs, ↓)", s: 1, d: 1},
               {k: "idle_wakeups", l: "wake-ups per second at idle (↓)", s: 1, d: 2},
               {k: "idle_conns_wakeups", l: "the same with \($idle) idle connections open (↓)", s: 1, d: 2,
                idle: true},
