@@ -244,22 +244,22 @@ impl Flow {
             self.connected = true;
             table.set_state(id, State::Open);
         }
-        let readable = ev.readable || ev.read_closed;
-        let (mut up, mut down) = if ev.peer {
-            (ev.writable, readable)
+        // `readable` includes end of file (`HostEvent::from_mio`).
+        let (mut pump_up, mut pump_down) = if ev.peer {
+            (ev.writable, ev.readable)
         } else {
-            (readable, ev.writable)
+            (ev.readable, ev.writable)
         };
-        if just_connected || ev.error || !(up || down) {
-            (up, down) = (true, true);
+        if just_connected || ev.error || !(pump_up || pump_down) {
+            (pump_up, pump_down) = (true, true);
         }
         let (mut inn, mut out) = (0u64, 0u64);
-        let up = if up {
+        let up = if pump_up {
             self.up.pump(&self.host, &self.guest, &mut inn)
         } else {
             Ok(Pumped::Idle)
         };
-        let down = if down {
+        let down = if pump_down {
             self.down.pump(&self.guest, &self.host, &mut out)
         } else {
             Ok(Pumped::Idle)
@@ -297,7 +297,7 @@ impl Flow {
 
     /// Whether the guest connect has been pending too long (then the client is reset).
     pub fn connect_expired(&self, created_ms: u64, now_ms: u64) -> bool {
-        let expired = !self.connected && now_ms.saturating_sub(created_ms) >= CONNECT_TIMEOUT_MS;
+        let expired = !self.connected && now_ms >= Self::connect_deadline_ms(created_ms);
         if expired {
             self.reset_host();
         }

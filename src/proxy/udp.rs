@@ -190,10 +190,8 @@ pub fn on_guest_datagram(
                 // The DNS proxy cannot reach its upstream: to the guest, N+3 does not serve
                 // DNS now (port unreachable is the one error a UDP socket is told of).
                 Some(_) if env.rules.is_dns(dst.ip()) => Some(Unreachable::Port),
-                Some(libc::ENETUNREACH) => Some(Unreachable::Net),
-                Some(libc::EHOSTUNREACH) => Some(Unreachable::Host),
-                Some(libc::ECONNREFUSED) => Some(Unreachable::Port),
-                _ => None,
+                Some(errno) => unreachable_for(errno),
+                None => None,
             };
             if let Some(kind) = kind {
                 let _ = env.emitter.unreachable(l2, kind, packet, &mut |f| {
@@ -234,18 +232,24 @@ pub fn error_kind(err: &sys::net::IcmpError, dns: bool) -> Option<IcmpError> {
         },
         // Raised by the host itself (e.g. no neighbour answered), or a message not mapped
         // above: by the errno the kernel derived.
-        _ => match err.errno {
-            libc::ECONNREFUSED => Unreachable::Port,
-            libc::EHOSTUNREACH => Unreachable::Host,
-            libc::ENETUNREACH => Unreachable::Net,
-            _ => return None,
-        },
+        _ => unreachable_for(err.errno)?,
     };
     Some(IcmpError::Unreachable(if dns {
         Unreachable::Port
     } else {
         unreachable
     }))
+}
+
+/// The unreachable error a UDP send or queued error with `errno` becomes for the guest, if any
+/// (the same errnos whether `send_to` returned them or the error queue held them).
+fn unreachable_for(errno: i32) -> Option<Unreachable> {
+    match errno {
+        libc::ECONNREFUSED => Some(Unreachable::Port),
+        libc::EHOSTUNREACH => Some(Unreachable::Host),
+        libc::ENETUNREACH => Some(Unreachable::Net),
+        _ => None,
+    }
 }
 
 fn create(
