@@ -901,8 +901,10 @@ mod tests {
     }
 
     /// An idle flow's next keep-alive falls on the grid whenever its last segment went out, so
-    /// every idle flow wakes the process at the same instant; no probe goes out at once when
-    /// the handshake completes.
+    /// every idle flow wakes the process at the same instant; and no keep-alive goes out while
+    /// the connection is busy. (Whether the handshake alone would send a probe is not shown
+    /// here: this harness sends none either way, with or without `align_keep_alive`'s
+    /// handshake rule.)
     #[test]
     fn idle_flows_keep_alive_on_the_grid() {
         for offset_ms in [0, 3, 777] {
@@ -922,7 +924,7 @@ mod tests {
             assert!(at > p.now, "offset {offset_ms}");
             // ping's ACK rode on pong: no keep-alive, no pure ACK.
             assert_eq!(p.flow_segments(from), vec![(4, true)], "offset {offset_ms}");
-            // Nor a keep-alive (1 byte, one before the sequence) after the handshake.
+            // Nor a keep-alive (1 byte, one before the sequence) anywhere in the exchange.
             assert!(
                 !p.flow_segments(0).contains(&(1, true)),
                 "offset {offset_ms}"
