@@ -223,6 +223,25 @@ client() { # NAME guest|host CMD...
 stalled() { [[ $CLIENT_RC == 124 || $CLIENT_RC == 137 ]]; }
 failure() { echo "exit status $CLIENT_RC: $(tail -c 300 "$OUT/$1.err" | tr '\n' ' ')"; }
 
+ping_pong() { # NAME guest|host ADDRESS: one ping-pong run ($tool) to ADDRESS:$P_LAT; sets
+    # cmd, avg, p50 and exchanges (empty when the client gave no figures)
+    local name=$1 where=$2 addr=$3
+    if [[ $tool == sockperf ]]; then
+        cmd="$where\$ sockperf ping-pong --tcp -i $addr -p $P_LAT -t $DURATION --full-rtt"
+        client "$name" "$where" sockperf ping-pong --tcp -i "$addr" -p "$P_LAT" -t "$DURATION" --full-rtt
+        sed -i 's/\x1b\[[0-9;]*m//g' "$OUT/$name.out" "$OUT/$name.err" || true
+        avg=$(grep -ho 'avg-rtt=[0-9.]*' "$OUT/$name.out" "$OUT/$name.err" | head -1 | cut -d= -f2 || true)
+        exchanges=$(grep -ho 'ReceivedMessages=[0-9]*' "$OUT/$name.out" "$OUT/$name.err" | head -1 | cut -d= -f2 || true)
+        p50=$(grep -h 'percentile 50.000' "$OUT/$name.out" "$OUT/$name.err" | head -1 | awk '{print $NF}' || true)
+    else
+        cmd="$where\$ python3 benches/pingpong.py client $addr $P_LAT $DURATION"
+        client "$name" "$where" python3 "$BENCH_DIR/pingpong.py" client "$addr" "$P_LAT" "$DURATION"
+        avg=$(grep -o 'avg_rtt_us=[0-9.]*' "$OUT/$name.out" | cut -d= -f2 || true)
+        p50=$(grep -o 'p50_rtt_us=[0-9.]*' "$OUT/$name.out" | cut -d= -f2 || true)
+        exchanges=$(grep -o 'count=[0-9]*' "$OUT/$name.out" | cut -d= -f2 || true)
+    fi
+}
+
 measure_iperf() { # METRIC guest|host CMD...
     local metric=$1 where=$2; shift 2
     local cmd="$where\$ $*" bps err
@@ -540,23 +559,12 @@ run_one() {
     if [[ $LATENCY_TOOL == sockperf || ($LATENCY_TOOL == auto && -n $(command -v sockperf)) ]]; then
         tool=sockperf
         start_bg sockperf-server sockperf server --tcp -i 127.0.0.1 -p "$P_LAT"
-        wait_listen "$P_LAT" || true
-        cmd="guest\$ sockperf ping-pong --tcp -i $GATEWAY -p $P_LAT -t $DURATION --full-rtt"
-        client latency guest sockperf ping-pong --tcp -i "$GATEWAY" -p "$P_LAT" -t "$DURATION" --full-rtt
-        sed -i 's/\x1b\[[0-9;]*m//g' "$OUT/latency.out" "$OUT/latency.err" || true
-        avg=$(grep -ho 'avg-rtt=[0-9.]*' "$OUT/latency.out" "$OUT/latency.err" | head -1 | cut -d= -f2 || true)
-        exchanges=$(grep -ho 'ReceivedMessages=[0-9]*' "$OUT/latency.out" "$OUT/latency.err" | head -1 | cut -d= -f2 || true)
-        p50=$(grep -h 'percentile 50.000' "$OUT/latency.out" "$OUT/latency.err" | head -1 | awk '{print $NF}' || true)
     else
         tool=python3-pingpong
         start_bg pingpong-server python3 "$BENCH_DIR/pingpong.py" server 127.0.0.1 "$P_LAT"
-        wait_listen "$P_LAT" || true
-        cmd="guest\$ python3 benches/pingpong.py client $GATEWAY $P_LAT $DURATION"
-        client latency guest python3 "$BENCH_DIR/pingpong.py" client "$GATEWAY" "$P_LAT" "$DURATION"
-        avg=$(grep -o 'avg_rtt_us=[0-9.]*' "$OUT/latency.out" | cut -d= -f2 || true)
-        p50=$(grep -o 'p50_rtt_us=[0-9.]*' "$OUT/latency.out" | cut -d= -f2 || true)
-        exchanges=$(grep -o 'count=[0-9]*' "$OUT/latency.out" | cut -d= -f2 || true)
     fi
+    wait_listen "$P_LAT" || true
+    ping_pong latency guest "$GATEWAY"
     cpu1=$(cpu_ticks)
     if [[ -n $cpu0 && -n $cpu1 ]]; then
         record rtt_cpu_pct "$(awk -v t="$((cpu1 - cpu0))" -v hz="$(getconf CLK_TCK)" -v d="$DURATION" \
@@ -575,6 +583,16 @@ run_one() {
     elif [[ -n $avg && -n $p50 ]]; then
         record rtt_avg_us "$avg" ok "$tool" "$cmd"
         record rtt_p50_us "$p50" ok "$tool" "$cmd"
+        # The floor: the same exchange between two processes on the host's loopback, no helper
+        # at all, right after. Its wake-ups (two per round trip, each an IPI to a halted vCPU
+        # on a VM) bound what any helper can reach; the difference is the helper's own share.
+        local rtt=$avg
+        ping_pong latency-floor host 127.0.0.1
+        if [[ -n $avg ]]; then
+            record rtt_floor_us "$avg" ok "$tool" "$cmd (client on the host's loopback, no helper)"
+            record rtt_added_us "$(awk -v a="$rtt" -v f="$avg" 'BEGIN { printf "%.1f", a - f }')" ok \
+                "$tool" "RTT through the helper - RTT on loopback without it"
+        fi
     else
         record rtt_avg_us "" error "$tool" "$cmd" "$(failure latency)"
         record rtt_p50_us "" error "$tool" "$cmd" "$(failure latency)"
@@ -993,6 +1011,8 @@ summary() {
                s: 1, d: 1, only: "tapir", vs: "fwd_cpu_per_gbps"},
               {k: "rtt_avg_us", l: "TCP ping-pong RTT, mean (µs, ↓)", s: 1, d: 1},
               {k: "rtt_p50_us", l: "TCP ping-pong RTT, median (µs, ↓)", s: 1, d: 1},
+              {k: "rtt_floor_us", l: "the same on the host'"'"'s loopback without a helper: the floor (µs)", s: 1, d: 1},
+              {k: "rtt_added_us", l: "RTT the helper adds over that floor (µs, ↓)", s: 1, d: 1},
               {k: "rtt_cpu_pct", l: "helper CPU during the ping-pong (% of a core)", s: 1, d: 0},
               {k: "rtt_cpu_us_per_exchange", l: "helper CPU per ping-pong exchange (µs, ↓)", s: 1, d: 1},
               {k: "idle_wakeups", l: "wake-ups per second at idle (↓)", s: 1, d: 2},

@@ -393,7 +393,8 @@ impl Harness {
                         now_ms,
                     );
                 } else if let Some(id) = proxy::token_flow(token) {
-                    self.proxy.on_host_event(&mut self.stack, id, ev, now_ms);
+                    self.proxy
+                        .on_host_event(&mut self.stack, self.poll.registry(), id, ev, now_ms);
                 }
             }
             self.host.serve();

@@ -566,8 +566,13 @@ impl<'c> Runtime<'c> {
                         } else if let Some(id) = proxy::token_flow(ev.token()) {
                             let now_ms = self.now_ms();
                             let host_ev = proxy::HostEvent::from_mio(ev);
-                            self.proxy
-                                .on_host_event(&mut self.stack, id, host_ev, now_ms);
+                            self.proxy.on_host_event(
+                                &mut self.stack,
+                                self.poll.registry(),
+                                id,
+                                host_ev,
+                                now_ms,
+                            );
                         }
                     }
                 }

@@ -75,6 +75,20 @@ pub fn flow_peer_token(id: FlowId) -> mio::Token {
     mio::Token(FLOW_TOKEN_BASE + PEER_TOKEN_BIT + id)
 }
 
+/// What to register a flow's socket for when it waits for readability (`read`) and/or
+/// writability (`write`): edge-triggered, an edge nobody waits for is a wake-up with nothing to
+/// do. With neither, writability stands in (mio needs some interest): a socket with nothing in
+/// its send buffer raises no writability edge, and errors and hang-ups are reported whatever
+/// is asked. A changed registration re-arms the edge, so readiness that came meanwhile is
+/// reported at once.
+pub fn edge_interest(read: bool, write: bool) -> mio::Interest {
+    match (read, write) {
+        (true, true) => mio::Interest::READABLE | mio::Interest::WRITABLE,
+        (true, false) => mio::Interest::READABLE,
+        (false, _) => mio::Interest::WRITABLE,
+    }
+}
+
 /// The flow id of a mio token, if it is a flow token (of either socket).
 pub fn token_flow(t: mio::Token) -> Option<FlowId> {
     t.0.checked_sub(FLOW_TOKEN_BASE)
@@ -676,7 +690,14 @@ impl Proxy {
     }
 
     /// Readiness of a flow's host socket.
-    pub fn on_host_event(&mut self, stack: &mut Stack, id: FlowId, ev: HostEvent, now_ms: u64) {
+    pub fn on_host_event(
+        &mut self,
+        stack: &mut Stack,
+        registry: &Registry,
+        id: FlowId,
+        ev: HostEvent,
+        now_ms: u64,
+    ) {
         let (mut env, table, flows) = self.env(now_ms);
         let Some(Some(flow)) = flows.get_mut(id) else {
             return;
@@ -702,7 +723,7 @@ impl Proxy {
                 }
                 done
             }
-            Flow::Splice(f) => match f.on_event(table, id, &ev, now_ms) {
+            Flow::Splice(f) => match f.on_event(table, registry, id, &ev, now_ms) {
                 splice::Outcome::Wait => false,
                 splice::Outcome::Again => {
                     again = true;
@@ -736,7 +757,7 @@ impl Proxy {
             self.on_forward_ready(stack, registry, forwards, fid, now_ms);
         }
         for id in std::mem::take(&mut self.pending_splices) {
-            self.on_host_event(stack, id, HostEvent::default(), now_ms);
+            self.on_host_event(stack, registry, id, HostEvent::default(), now_ms);
         }
         self.work.mark_due(now);
         let mut serving = std::mem::take(&mut self.serving);
@@ -758,6 +779,13 @@ impl Proxy {
                     let sent = stack.device.tx_pending().saturating_sub(queued);
                     table.count_packets(id, 0, sent as u64);
                     if !done {
+                        if let Err(e) = f.ask_events(registry, id) {
+                            // Not seen in practice (epoll_ctl MOD of a registered socket);
+                            // without the right events the flow could stall, so end it.
+                            debug!("tcp flow {id}: epoll: {e}");
+                            f.abort();
+                            env.work.mark(id);
+                        }
                         env.work.set_deadline(id, f.next_deadline(stack, now));
                     }
                     done

@@ -23,9 +23,11 @@
 //! it from the source (so a short `EAGAIN` from `splice` into a full pipe never hides readable
 //! data); at end of file shut the destination's sending side. Both sockets are registered
 //! edge-triggered, the client's under the flow's token and the guest-side one under its peer
-//! token, and an event pumps the direction it concerns (readable: the socket's data goes out;
-//! writable: data waits for it) until it waits on `EAGAIN`, or has moved [`SPLICE_BATCH_BYTES`] (then it is pumped again after the
-//! next poll, so one fast flow cannot starve the tap). A reset or error on either side resets the
+//! token, each only for what a direction waits for (`Flow::ask_events`: no input while its
+//! pipe waits for the destination, no writability unless a pipe waits for it), and an event
+//! pumps the direction it concerns (readable: the socket's data goes out; writable: data waits
+//! for it) until it waits on `EAGAIN`, or has moved [`SPLICE_BATCH_BYTES`] (then that direction
+//! alone is pumped again after the next poll, so one fast flow cannot starve the tap). A reset or error on either side resets the
 //! other (`SO_LINGER` 0). The guest connect has [`CONNECT_TIMEOUT_MS`]; after that the client is
 //! reset, as when the guest refuses.
 
@@ -40,7 +42,9 @@ use mio::{Interest, Registry};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags};
 
-use super::{flow_peer_token, flow_token, new_entry, Env, Flow as AnyFlow, HostEvent};
+use super::{
+    edge_interest, flow_peer_token, flow_token, new_entry, Env, Flow as AnyFlow, HostEvent,
+};
 use crate::nat::{FlowId, Key, State, Table};
 use crate::sys;
 use crate::sys::nsbroker::Broker;
@@ -191,6 +195,11 @@ impl Dir {
     }
 }
 
+/// What the client's socket is registered for first.
+const HOST_START: Interest = Interest::READABLE;
+/// What the guest side's socket is registered for first (it is connecting).
+const GUEST_START: Interest = Interest::READABLE.add(Interest::WRITABLE);
+
 /// A spliced connection.
 pub struct Flow {
     /// The accepted client, on the host.
@@ -204,6 +213,11 @@ pub struct Flow {
     down: Dir,
     /// Held while the pipes are big.
     _big: Option<BigPipes>,
+    /// What is asked of the client / the guest-side socket now ([`Flow::ask_events`]).
+    host_interest: Interest,
+    guest_interest: Interest,
+    /// Directions (up, down) that stopped at [`SPLICE_BATCH_BYTES`] with work left.
+    unfinished: (bool, bool),
 }
 
 /// What [`Flow::on_event`] decided.
@@ -224,6 +238,7 @@ impl Flow {
     pub fn on_event(
         &mut self,
         table: &mut Table,
+        registry: &Registry,
         id: FlowId,
         ev: &HostEvent,
         now_ms: u64,
@@ -250,8 +265,11 @@ impl Flow {
         } else {
             (ev.readable, ev.writable)
         };
-        if just_connected || ev.error || !(pump_up || pump_down) {
+        if just_connected || ev.error {
             (pump_up, pump_down) = (true, true);
+        } else if !(pump_up || pump_down) {
+            // No event: the directions that stopped at their batch limit go on.
+            (pump_up, pump_down) = self.unfinished;
         }
         let (mut inn, mut out) = (0u64, 0u64);
         let up = if pump_up {
@@ -265,6 +283,11 @@ impl Flow {
             Ok(Pumped::Idle)
         };
         table.account(id, out, inn, now_ms);
+        if let Err(e) = self.ask_events(registry, id) {
+            debug!("splice flow {id}: epoll: {e}");
+            self.reset_host();
+            return Outcome::Done;
+        }
         match (up, down) {
             (Err(e), _) | (_, Err(e)) => {
                 debug!("splice flow {id}: {e}");
@@ -277,6 +300,7 @@ impl Flow {
                 if self.up.shut || self.down.shut {
                     table.set_state(id, State::HalfClosed);
                 }
+                self.unfinished = (a == Pumped::More, b == Pumped::More);
                 if a == Pumped::More || b == Pumped::More {
                     Outcome::Again
                 } else {
@@ -284,6 +308,30 @@ impl Flow {
                 }
             }
         }
+    }
+
+    /// Ask each socket only for the events that can give work: readability while its pipe is
+    /// empty (input into a pipe that waits for its destination only wakes tapir to find the
+    /// destination still full), writability while a pipe waits for it (and the guest side's while
+    /// it connects) ([`edge_interest`]). Registered for both always, a spliced bulk transfer
+    /// woke tapir on every arrival and on every ACK that freed send buffer, most of them with
+    /// nothing to do.
+    fn ask_events(&mut self, registry: &Registry, id: FlowId) -> io::Result<()> {
+        let host = edge_interest(self.up.queued == 0, self.down.queued > 0);
+        let guest = edge_interest(self.down.queued == 0, self.up.queued > 0 || !self.connected);
+        if host != self.host_interest {
+            registry.reregister(&mut SourceFd(&self.host.as_raw_fd()), flow_token(id), host)?;
+            self.host_interest = host;
+        }
+        if guest != self.guest_interest {
+            registry.reregister(
+                &mut SourceFd(&self.guest.as_raw_fd()),
+                flow_peer_token(id),
+                guest,
+            )?;
+            self.guest_interest = guest;
+        }
+        Ok(())
     }
 
     fn reset_host(&self) {
@@ -363,15 +411,12 @@ pub fn on_inbound(
             Ok(()) | Err(Errno::EINPROGRESS) => {}
             Err(e) => return Err(io::Error::from(e)),
         }
-        for (fd, token) in [
-            (stream.as_raw_fd(), flow_token(id)),
-            (inner.as_raw_fd(), flow_peer_token(id)),
+        // Both are read; the guest side is also watched for its connect to complete.
+        for (fd, token, i) in [
+            (stream.as_raw_fd(), flow_token(id), HOST_START),
+            (inner.as_raw_fd(), flow_peer_token(id), GUEST_START),
         ] {
-            registry.register(
-                &mut SourceFd(&fd),
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
+            registry.register(&mut SourceFd(&fd), token, i)?;
         }
         Ok(())
     })();
@@ -397,6 +442,9 @@ pub fn on_inbound(
             up,
             down,
             _big: big,
+            host_interest: HOST_START,
+            guest_interest: GUEST_START,
+            unfinished: (false, false),
         }),
     );
     Ok(())
@@ -475,6 +523,98 @@ mod tests {
         }
         assert_eq!(result, Err(Errno::ECONNRESET));
         assert!(!d.shut, "a reset must not look like an orderly end of file");
+    }
+
+    /// The events of one poll (`timeout_ms`) as `HostEvent`s.
+    fn events(poll: &mut mio::Poll, timeout_ms: u64) -> Vec<HostEvent> {
+        let mut evs = mio::Events::with_capacity(8);
+        poll.poll(&mut evs, Some(std::time::Duration::from_millis(timeout_ms)))
+            .unwrap();
+        evs.iter().map(HostEvent::from_mio).collect()
+    }
+
+    #[test]
+    fn a_direction_waiting_for_its_destination_is_not_woken_by_input() {
+        // host client -> `host` (tapir) ... `guest` (tapir) -> guest app, which reads nothing yet.
+        let (mut client, host) = pair();
+        let (guest, mut app) = pair();
+        guest.set_nonblocking(true).unwrap();
+        app.set_nonblocking(false).unwrap();
+        let mut poll = mio::Poll::new().unwrap();
+        let registry = poll.registry();
+        registry
+            .register(&mut SourceFd(&host.as_raw_fd()), flow_token(0), HOST_START)
+            .unwrap();
+        let connected = Interest::READABLE;
+        registry
+            .register(
+                &mut SourceFd(&guest.as_raw_fd()),
+                flow_peer_token(0),
+                connected,
+            )
+            .unwrap();
+        let mut flow = Flow {
+            host,
+            guest,
+            connected: true,
+            up: Dir::new(false).unwrap(),
+            down: Dir::new(false).unwrap(),
+            _big: None,
+            host_interest: HOST_START,
+            guest_interest: connected,
+            unfinished: (false, false),
+        };
+        let mut table = Table::new();
+        let chunk = vec![7u8; 256 * 1024];
+        client.set_nonblocking(true).unwrap();
+        // Feed until the guest side is full and the pipe holds what it could not take.
+        let mut sent = 0usize;
+        for _ in 0..400 {
+            if flow.up.queued > 0 {
+                break;
+            }
+            sent += client.write(&chunk).unwrap_or(0);
+            for ev in events(&mut poll, 20) {
+                flow.on_event(&mut table, poll.registry(), 0, &ev, 0);
+            }
+        }
+        assert!(flow.up.queued > 0, "the guest side never filled up");
+        // Asking for writability in place of input reports the client's socket writable once
+        // (a changed registration re-arms the edge): one wake-up per stop, not per arrival.
+        for ev in events(&mut poll, 20) {
+            flow.on_event(&mut table, poll.registry(), 0, &ev, 0);
+        }
+        assert_eq!(
+            flow.host_interest,
+            Interest::WRITABLE,
+            "input is not asked for"
+        );
+        assert_eq!(flow.guest_interest, Interest::READABLE | Interest::WRITABLE);
+        // More input while blocked: no wake-up at all.
+        while let Ok(n) = client.write(&chunk) {
+            sent += n;
+        }
+        let evs = events(&mut poll, 100);
+        assert!(evs.is_empty(), "woken by input it cannot move: {evs:?}");
+        // The app reads: the guest side's writability drains the pipe, input is asked again,
+        // and every byte arrives.
+        let reader = std::thread::spawn(move || {
+            let mut got = 0usize;
+            let mut buf = vec![0u8; 1 << 16];
+            while got < sent {
+                got += app.read(&mut buf).unwrap();
+            }
+            got
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !reader.is_finished() && std::time::Instant::now() < deadline {
+            for ev in events(&mut poll, 20) {
+                flow.on_event(&mut table, poll.registry(), 0, &ev, 0);
+            }
+        }
+        assert_eq!(reader.join().unwrap(), sent);
+        assert_eq!(flow.host_interest, Interest::READABLE);
+        assert_eq!(flow.guest_interest, Interest::READABLE);
     }
 
     #[test]
