@@ -272,15 +272,19 @@ impl Flow {
             (pump_up, pump_down) = self.unfinished;
         }
         let (mut inn, mut out) = (0u64, 0u64);
+        // A direction not pumped now keeps what it had: one stopped at its batch limit must
+        // still be resumed after an event that concerned only the other direction (its source
+        // raises no new edge for data already there).
+        let kept = |more: bool| Ok(if more { Pumped::More } else { Pumped::Idle });
         let up = if pump_up {
             self.up.pump(&self.host, &self.guest, &mut inn)
         } else {
-            Ok(Pumped::Idle)
+            kept(self.unfinished.0)
         };
         let down = if pump_down {
             self.down.pump(&self.guest, &self.host, &mut out)
         } else {
-            Ok(Pumped::Idle)
+            kept(self.unfinished.1)
         };
         table.account(id, out, inn, now_ms);
         if let Err(e) = self.ask_events(registry, id) {
@@ -533,6 +537,36 @@ mod tests {
         evs.iter().map(HostEvent::from_mio).collect()
     }
 
+    /// A connected flow between `host` and `guest`, registered in `poll` for `host_interest` and
+    /// `guest_interest`, with `unfinished` batches.
+    fn flow(
+        poll: &mio::Poll,
+        host: TcpStream,
+        guest: TcpStream,
+        (host_interest, guest_interest): (Interest, Interest),
+        unfinished: (bool, bool),
+    ) -> Flow {
+        for (fd, token, i) in [
+            (host.as_raw_fd(), flow_token(0), host_interest),
+            (guest.as_raw_fd(), flow_peer_token(0), guest_interest),
+        ] {
+            poll.registry()
+                .register(&mut SourceFd(&fd), token, i)
+                .unwrap();
+        }
+        Flow {
+            host,
+            guest,
+            connected: true,
+            up: Dir::new(false).unwrap(),
+            down: Dir::new(false).unwrap(),
+            _big: None,
+            host_interest,
+            guest_interest,
+            unfinished,
+        }
+    }
+
     #[test]
     fn a_direction_waiting_for_its_destination_is_not_woken_by_input() {
         // host client -> `host` (tapir) ... `guest` (tapir) -> guest app, which reads nothing yet.
@@ -541,29 +575,8 @@ mod tests {
         guest.set_nonblocking(true).unwrap();
         app.set_nonblocking(false).unwrap();
         let mut poll = mio::Poll::new().unwrap();
-        let registry = poll.registry();
-        registry
-            .register(&mut SourceFd(&host.as_raw_fd()), flow_token(0), HOST_START)
-            .unwrap();
         let connected = Interest::READABLE;
-        registry
-            .register(
-                &mut SourceFd(&guest.as_raw_fd()),
-                flow_peer_token(0),
-                connected,
-            )
-            .unwrap();
-        let mut flow = Flow {
-            host,
-            guest,
-            connected: true,
-            up: Dir::new(false).unwrap(),
-            down: Dir::new(false).unwrap(),
-            _big: None,
-            host_interest: HOST_START,
-            guest_interest: connected,
-            unfinished: (false, false),
-        };
+        let mut flow = flow(&poll, host, guest, (HOST_START, connected), (false, false));
         let mut table = Table::new();
         let chunk = vec![7u8; 256 * 1024];
         client.set_nonblocking(true).unwrap();
@@ -615,6 +628,36 @@ mod tests {
         assert_eq!(reader.join().unwrap(), sent);
         assert_eq!(flow.host_interest, Interest::READABLE);
         assert_eq!(flow.guest_interest, Interest::READABLE);
+    }
+
+    #[test]
+    fn a_direction_stopped_at_its_batch_limit_is_resumed_after_an_event_for_the_other() {
+        let (_client, host) = pair();
+        let (guest, _app) = pair();
+        guest.set_nonblocking(true).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        let r = Interest::READABLE;
+        // host -> guest stopped at SPLICE_BATCH_BYTES on the last pass.
+        let mut flow = flow(&poll, host, guest, (r, r), (true, false));
+        let mut table = Table::new();
+        // The guest side becomes readable (nothing to read): only guest -> host is pumped.
+        let guest_readable = HostEvent {
+            readable: true,
+            peer: true,
+            ..HostEvent::default()
+        };
+        let outcome = flow.on_event(&mut table, poll.registry(), 0, &guest_readable, 0);
+        assert_eq!(
+            outcome,
+            Outcome::Again,
+            "host -> guest still has a batch to finish"
+        );
+        assert_eq!(flow.unfinished, (true, false));
+        // The pass for unfinished batches (an empty event) then pumps host -> guest, which
+        // finds nothing more and is done.
+        let outcome = flow.on_event(&mut table, poll.registry(), 0, &HostEvent::default(), 0);
+        assert_eq!(outcome, Outcome::Wait);
+        assert_eq!(flow.unfinished, (false, false));
     }
 
     #[test]
